@@ -1,0 +1,46 @@
+"""Settings sections shared by every service; each service nests them in its own Settings class."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ar_events.topics import with_prefix
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = Field(default="", description="Prepended to every topic name (test isolation)")
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    enable_idempotence: bool = Field(default=False, description="Off against the embedded broker (infra.md)")
+    client_id: str | None = None
+
+    def topic(self, name: str) -> str:
+        return with_prefix(self.topic_prefix, name)
+
+
+class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///file.db")
+    pool_size: int = 10
+    echo: bool = False
+
+
+class OutboxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: int = Field(default=7, ge=0, description="Keep published rows this long for re-publish")
+    batch_size: int = Field(default=500, ge=1)
+    poll_interval_ms: int = Field(default=50, ge=1, description="Upper bound on relay latency after a commit")
+
+
+class ConsumerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=5, ge=1, description="Handler attempts before a record goes to the DLQ")
+    batch_max_records: int = Field(default=500, ge=1)
+    retry_initial_ms: int = 100
+    retry_max_ms: int = 5_000
