@@ -115,7 +115,7 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
     if cls is None:
         raise UnknownEventType(f"unknown event type {type_name!r}", event_id=event_id, event_type=type_name)
     try:
-        env = Envelope[cls].model_validate(raw)  # type: ignore[valid-type]
+        env: Envelope[Payload] = Envelope[cls].model_validate(raw)  # type: ignore[valid-type]
     except ValidationError as exc:
         raise DecodeError(_describe(exc), event_id=event_id, event_type=type_name) from None
     if env.subject != env.data.client_id:
@@ -124,7 +124,7 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
             event_id=event_id,
             event_type=type_name,
         )
-    return env  # type: ignore[return-value]
+    return env
 
 
 def _describe(exc: ValidationError) -> str:
@@ -134,5 +134,3 @@ def _describe(exc: ValidationError) -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
     return "invalid envelope: " + "; ".join(parts) + more
-
-

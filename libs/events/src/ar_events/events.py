@@ -20,7 +20,9 @@ from ar_events.topics import Topic
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 ClientId = Annotated[str, Field(min_length=1, max_length=128, description="The client id (invoice-svc's id)")]
-LanguageTag = Annotated[str, Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+LanguageTag = Annotated[
+    str, Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
 
 
@@ -147,7 +149,9 @@ class InvoiceIssued(Payload):
     subtotal: Money
     tax: Money
     total: Money
-    amount_due: Money = Field(description="What the client still owes after any client credit applied at issue")
+    amount_due: Money = Field(
+        description="What the client still owes after any client credit applied at issue"
+    )
     credit_applied: Money | None = None
     early_payment_discount: EarlyPaymentDiscount | None = None
     pay_link: str | None = None
@@ -236,7 +240,9 @@ class DisputeOpened(Payload):
     invoice_id: Id
     reason: DisputeReason
     note: str | None = None
-    amount: Money | None = Field(default=None, description="Disputed amount; the whole amount due when absent")
+    amount: Money | None = Field(
+        default=None, description="Disputed amount; the whole amount due when absent"
+    )
     opened_at: AwareDatetime
 
 
@@ -695,7 +701,9 @@ class NotificationFailed(Payload):
     case_id: Id | None = None
     cycle: int | None = None
     step: int | None = None
-    permanent: bool = Field(description="True for a bounce or a refused address: dunning opens a wrong-contact task")
+    permanent: bool = Field(
+        description="True for a bounce or a refused address: dunning opens a wrong-contact task"
+    )
     reason: str
     error_code: str | None = None
     source_event_id: str

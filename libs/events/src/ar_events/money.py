@@ -35,7 +35,13 @@ def _known_currency(code: str) -> str:
 
 CurrencyCode = Annotated[
     str,
-    Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["EUR"]),
+    Field(
+        min_length=3,
+        max_length=3,
+        pattern=r"^[A-Z]{3}$",
+        examples=["EUR"],
+        json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)},
+    ),
     AfterValidator(_known_currency),
 ]
 

@@ -30,6 +30,7 @@ _PROFILE: dict[str, Any] = {
     "credit_limit": _m(500_000),
     "preferences": {"channels": ["email"], "payment_receipts": True},
 }
+# fmt: off
 _STATEMENT: dict[str, Any] = {
     "as_of": "2026-03-02",
     "invoices": [
@@ -43,6 +44,7 @@ _STATEMENT: dict[str, Any] = {
     "oldest_overdue_invoice_id": "inv_1",
     "pay_link": "https://pay.example.com/c/cli_01HQ3ZK8",
 }
+# fmt: on
 _CASE: dict[str, Any] = {"client_id": CLIENT, "case_id": "case_7f3a", "cycle": 1}
 _MESSAGE: dict[str, Any] = {
     **_CASE,
@@ -57,6 +59,7 @@ _MESSAGE: dict[str, Any] = {
     "requested_at": T,
 }
 
+# fmt: off
 SAMPLES: dict[str, dict[str, Any]] = {
     "ar.client.registered.v1": _PROFILE,
     "ar.client.updated.v1": {**_PROFILE, "segment": "high_risk"},
@@ -158,7 +161,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
                             "case_id": "case_7f3a", "cycle": 1, "step": 2, "permanent": True,
                             "reason": "550 5.1.1 mailbox unavailable", "error_code": "550",
                             "source_event_id": "6c1c2f0e-7f0a-4d4b-9f55-0d8c8f0e2a11", "failed_at": T},
-}  # fmt: skip
+}
+# fmt: on
 
 
 def sample_payload(cls: type[Payload]) -> dict[str, Any]:

@@ -24,7 +24,9 @@ class KafkaSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///file.db")
+    url: str = Field(
+        description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///file.db"
+    )
     pool_size: int = 10
     echo: bool = False
 
