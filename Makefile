@@ -43,7 +43,7 @@ docs: env ## Regenerate JSON Schemas and the AsyncAPI document under libs/events
 	$(RUN) python -m ar_events.docs
 
 bench: env ## Benchmarks: print figures beside their baselines, write bench/results/
-	$(RUN) python -m bench
+	$(RUN) python -m bench $(BENCH)
 
 clean: ## Remove the virtualenv, caches and var/
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache
