@@ -1,0 +1,93 @@
+"""``python -m x_svc api-key create|list|revoke``: a few lines in each service's ``__main__``.
+
+argparse::
+
+    parser = argparse.ArgumentParser(prog="invoice_svc")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_api_key_parser(sub)
+    ...
+    args = parser.parse_args(argv)
+    if args.command == "api-key":
+        return run_api_key_command(args, lambda: make_sessionmaker(settings))
+
+or typer::
+
+    app.add_typer(api_key_typer(lambda: make_sessionmaker(settings)), name="api-key")
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ar_web.auth import create_api_key, list_api_keys, revoke_api_key
+
+SessionmakerFactory = Callable[[], async_sessionmaker[AsyncSession]]
+
+
+def add_api_key_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``api-key`` command (create/list/revoke) to an argparse subparsers object."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("api-key", help="manage API keys")
+    actions = parser.add_subparsers(dest="api_key_action", required=True)
+    create = actions.add_parser("create", help="create (or update) a key and print it")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated scopes, or 'all'")
+    create.add_argument("--key", default=None, help="explicit key value (ar_...); generated when absent")
+    actions.add_parser("list", help="list keys (never their values)")
+    revoke = actions.add_parser("revoke", help="revoke a key by value or id")
+    revoke.add_argument("key_or_id")
+    return parser
+
+
+async def _run(args: argparse.Namespace, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        if args.api_key_action == "create":
+            key = await create_api_key(session, args.name, args.scopes, key=args.key)
+            await session.commit()
+            print(key)
+            return 0
+        if args.api_key_action == "list":
+            for row in await list_api_keys(session):
+                print(json.dumps(row, default=str))
+            return 0
+        if args.api_key_action == "revoke":
+            found = await revoke_api_key(session, args.key_or_id)
+            await session.commit()
+            if not found:
+                print("no such key", file=sys.stderr)
+                return 1
+            return 0
+    raise ValueError(f"unknown api-key action {args.api_key_action!r}")
+
+
+def run_api_key_command(args: argparse.Namespace, make_sessionmaker: SessionmakerFactory) -> int:
+    """Run a parsed ``api-key`` command; returns the exit code. Disposes the engine afterwards."""
+
+    async def main() -> int:
+        sessionmaker = make_sessionmaker()
+        try:
+            return await _run(args, sessionmaker)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            bind = sessionmaker.kw.get("bind")
+            if bind is not None:
+                await bind.dispose()
+
+    return asyncio.run(main())
+
+
+def api_key_main(argv: list[str], make_sessionmaker: SessionmakerFactory, prog: str = "api-key") -> int:
+    """Parse ``argv`` (the words after ``api-key``) and run it."""
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_api_key_parser(sub)
+    args = parser.parse_args(["api-key", *argv])
+    return run_api_key_command(args, make_sessionmaker)
