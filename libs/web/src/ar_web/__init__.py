@@ -4,6 +4,7 @@ from ar_web.app import create_service_app
 from ar_web.auth import (
     ALL_SCOPES,
     ApiKeyStore,
+    KeyVerifier,
     Principal,
     authenticated,
     create_api_key,
@@ -26,6 +27,7 @@ __all__ = [
     "ApiKeyStore",
     "IdempotencyGuard",
     "IdempotencyKey",
+    "KeyVerifier",
     "Page",
     "PageParams",
     "Principal",

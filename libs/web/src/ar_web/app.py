@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ar_web.auth import ApiKeyStore
+from ar_web.auth import ApiKeyStore, KeyVerifier
 from ar_web.health import ReadinessCheck, healthz_endpoint, readyz_endpoint
 from ar_web.metrics import metrics_endpoint
 from ar_web.middleware import DEFAULT_BODY_LIMIT, EdgeMiddleware
@@ -25,7 +25,7 @@ def create_service_app(
     readiness: Mapping[str, ReadinessCheck] | None = None,
     lifespan: Any = None,
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
-    api_keys: ApiKeyStore | None = None,
+    api_keys: KeyVerifier | None = None,
     body_limit: int = DEFAULT_BODY_LIMIT,
     readiness_timeout: float = 3.0,
     description: str = "",

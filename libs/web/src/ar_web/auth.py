@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -147,6 +147,13 @@ async def list_api_keys(session: AsyncSession) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+@runtime_checkable
+class KeyVerifier(Protocol):
+    """What the auth dependencies need on ``app.state.api_keys``."""
+
+    async def verify(self, key: str) -> Principal | None: ...
+
+
 class ApiKeyStore:
     """Verifies keys against the ``api_key`` table, caching answers briefly (revocation takes up to ``ttl``)."""
 
@@ -202,11 +209,10 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'}
 
 
-def _store(request: Request) -> ApiKeyStore:
+def _store(request: Request) -> KeyVerifier:
     store = getattr(request.app.state, "api_keys", None)
-    if store is None:
+    if not isinstance(store, KeyVerifier):
         raise RuntimeError("no ApiKeyStore on app.state.api_keys: pass sessionmaker= to create_service_app")
-    assert isinstance(store, ApiKeyStore)
     return store
 
 
