@@ -1,0 +1,1 @@
+"""Pure payment domain: signatures, payload mapping, decline classification."""
