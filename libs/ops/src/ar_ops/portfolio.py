@@ -13,15 +13,47 @@ from enum import StrEnum
 
 SEGMENTS = (("smb", 0.6), ("enterprise", 0.25), ("high_risk", 0.15))
 CURRENCIES = (("EUR", 0.7), ("USD", 0.3))
-COUNTRIES = {"EUR": (("FR", "fr", "Europe/Paris"), ("DE", "de", "Europe/Berlin")), "USD": (("US", "en", "America/New_York"),)}
-_FIRST = ("Martin", "Schmidt", "Dubois", "Weber", "Smith", "Garcia", "Bernard", "Fischer", "Johnson", "Moreau")
-_KIND = ("Bakery", "Logistics", "Studio", "Consulting", "Hardware", "Clinic", "Foods", "Print", "Labs", "Garage")
+COUNTRIES = {
+    "EUR": (("FR", "fr", "Europe/Paris"), ("DE", "de", "Europe/Berlin")),
+    "USD": (("US", "en", "America/New_York"),),
+}
+_FIRST = (
+    "Martin",
+    "Schmidt",
+    "Dubois",
+    "Weber",
+    "Smith",
+    "Garcia",
+    "Bernard",
+    "Fischer",
+    "Johnson",
+    "Moreau",
+)
+_KIND = (
+    "Bakery",
+    "Logistics",
+    "Studio",
+    "Consulting",
+    "Hardware",
+    "Clinic",
+    "Foods",
+    "Print",
+    "Labs",
+    "Garage",
+)
 _MANAGERS = (
     ("Claire Dubois", "claire.dubois@ar-demo.example"),
     ("Jonas Becker", "jonas.becker@ar-demo.example"),
     ("Maya Patel", "maya.patel@ar-demo.example"),
 )
-_ITEMS = ("Consulting hours", "Monthly subscription", "Hardware lease", "Support plan", "Delivery", "Licences")
+_ITEMS = (
+    "Consulting hours",
+    "Monthly subscription",
+    "Hardware lease",
+    "Support plan",
+    "Delivery",
+    "Licences",
+)
 
 
 class PayerKind(StrEnum):
@@ -103,10 +135,17 @@ def build_portfolio(*, clients: int = 200, invoices: int = 2000, start: date, se
         for n in range(per_client[i]):
             issue = start - timedelta(days=rng.randint(0, 75))
             lines = tuple(
-                (rng.choice(_ITEMS), rng.randint(1, 20), rng.randint(20, 400) * 100 * scale, rng.choice((0, 550, 2000)))
+                (
+                    rng.choice(_ITEMS),
+                    rng.randint(1, 20),
+                    rng.randint(20, 400) * 100 * scale,
+                    rng.choice((0, 550, 2000)),
+                )
                 for _ in range(rng.randint(1, 3))
             )
-            bills.append(DemoInvoice(f"DEMO-{i:03d}-{n:03d}", currency, issue, issue + timedelta(days=terms), lines))
+            bills.append(
+                DemoInvoice(f"DEMO-{i:03d}-{n:03d}", currency, issue, issue + timedelta(days=terms), lines)
+            )
         out.append(
             DemoClient(
                 external_id=f"DEMO-{i:04d}",
