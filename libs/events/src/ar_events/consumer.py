@@ -1,0 +1,410 @@
+"""The consumer runner: a Kafka consumer group member that applies each event exactly once to a database.
+
+Per poll (``getmany``): decode every record; dead-letter the undecodable, skip unknown types; then apply the
+rest in ONE transaction (inbox rows plus the handlers' effects) and commit it; then commit the Kafka offsets.
+When that transaction fails because of a record (a handler raised), the batch is re-run one record per
+transaction, so a poison record goes to ``<topic>.dlq`` after ``max_attempts`` and the others still apply.
+Database or broker outages are retried (tenacity) without counting against a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from ar_events.db import is_transient
+from ar_events.envelope import DecodeError, Envelope, UnknownEventType, decode
+from ar_events.kafka import make_consumer, make_producer
+from ar_events.metrics import CONSUMER_BATCHES, CONSUMER_RECORDS, CONSUMER_RETRIES
+from ar_events.settings import ConsumerSettings, KafkaSettings
+from ar_events.tables import TABLES
+from ar_events.topics import dlq_of
+
+log = logging.getLogger(__name__)
+
+#: A handler applies one event inside the runner's transaction. It must not commit; it may ``enqueue``.
+Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
+
+_INBOX = TABLES.inbox
+_ERROR_HEADER_MAX = 2000
+
+
+class Abandoned(Exception):
+    """Processing stopped before the batch committed (shutdown or rebalance); offsets stay uncommitted."""
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one runner (also exported to Prometheus)."""
+
+    processed: int = 0
+    duplicates: int = 0
+    skipped_unknown: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    commit_failures: int = 0
+
+
+@dataclass
+class _Item:
+    record: ConsumerRecord[Any, Any]
+    envelope: Envelope[Any]
+    handler: Handler
+
+
+@dataclass
+class _DeadLetter:
+    record: ConsumerRecord[Any, Any]
+    error: BaseException
+    attempts: int
+
+
+@dataclass
+class _Outcome:
+    processed: int = 0
+    duplicates: int = 0
+    dead: list[_DeadLetter] = field(default_factory=list)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Let the batch in hand finish and commit (or abandon a stuck retry), then release the partitions.
+        self.runner._generation += 1
+        self.runner._revoking = True
+        try:
+            async with self.runner._lock:
+                pass
+        finally:
+            self.runner._revoking = False
+        log.info("consumer %s: partitions revoked %s", self.runner.name, sorted(map(str, revoked)))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.runner.assignment = set(assigned)
+        self.runner.ready.set()
+        log.info("consumer %s: partitions assigned %s", self.runner.name, sorted(map(str, assigned)))
+
+
+class ConsumerRunner:
+    """Consumes ``topics`` (logical names; the prefix is applied) as member of ``group_id``."""
+
+    def __init__(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        handlers: Mapping[str, Handler],
+        kafka: KafkaSettings,
+        settings: ConsumerSettings | None = None,
+        *,
+        name: str | None = None,
+        producer: AIOKafkaProducer | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+        poll_timeout_ms: int = 200,
+    ) -> None:
+        self.group_id = group_id
+        self.name = name or group_id
+        self.topics = [kafka.topic(t) for t in topics]
+        self.sessionmaker = sessionmaker
+        self.handlers = dict(handlers)
+        self.kafka = kafka
+        self.settings = settings or ConsumerSettings()
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = ConsumerStats()
+        self.assignment: set[TopicPartition] = set()
+        #: Set once the group gave this member its first assignment.
+        self.ready = asyncio.Event()
+        self._consumer_options = dict(consumer_options or {})
+        self._producer = producer
+        self._own_producer = producer is None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._revoking = False
+        self._stop: asyncio.Event = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then finish the batch in hand, commit, leave the group, close."""
+        self._stop = stop
+        consumer = make_consumer(self.kafka, self.group_id, **self._consumer_options)
+        producer = self._producer or make_producer(self.kafka)
+        self._consumer, self._producer = consumer, producer
+        try:
+            await self._start(consumer, producer, stop)
+            while not stop.is_set():
+                generation = self._generation
+                try:
+                    batch = await consumer.getmany(
+                        timeout_ms=self.poll_timeout_ms, max_records=self.settings.batch_max_records
+                    )
+                except KafkaError as exc:
+                    log.warning("consumer %s: poll failed (%s); retrying", self.name, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if not batch:
+                    continue
+                async with self._lock:
+                    if generation != self._generation:
+                        # A rebalance happened since the poll: positions were reset, the records come again.
+                        continue
+                    try:
+                        await self._handle_batch(consumer, batch)
+                    except Abandoned:
+                        log.info("consumer %s: batch abandoned (uncommitted, will be redelivered)", self.name)
+                        # Stop: we close without committing. Rebalance: positions restart from the commit.
+                        if stop.is_set():
+                            break
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            if self._own_producer:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+
+    async def _start(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=self._stop_when_abandoned,
+            reraise=True,
+        ):
+            with attempt:
+                await consumer.start()
+                if self._own_producer:
+                    await producer.start()
+        consumer.subscribe(self.topics, listener=_Listener(self))
+
+    # ---------------------------------------------------------------- one poll
+
+    async def _handle_batch(
+        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        items: list[_Item] = []
+        dead: list[_DeadLetter] = []
+        unknown = ignored = 0
+        for records in batch.values():
+            for record in records:
+                try:
+                    envelope = decode(record.value)
+                except UnknownEventType:
+                    unknown += 1
+                    continue
+                except DecodeError as exc:
+                    dead.append(_DeadLetter(record, exc, 1))
+                    continue
+                handler = self.handlers.get(envelope.type)
+                if handler is None:
+                    ignored += 1
+                    continue
+                items.append(_Item(record, envelope, handler))
+        outcome = await self._apply(items)
+        dead.extend(outcome.dead)
+        for letter in dead:
+            await self._dead_letter(letter)
+        await self._commit(consumer, batch)
+        self._count(outcome.processed, outcome.duplicates, unknown, ignored, len(dead))
+
+    def _count(self, processed: int, duplicates: int, unknown: int, ignored: int, dead: int) -> None:
+        s = self.stats
+        s.processed += processed
+        s.duplicates += duplicates
+        s.skipped_unknown += unknown
+        s.ignored += ignored
+        s.dead_lettered += dead
+        s.batches += 1
+        for outcome, n in (
+            ("processed", processed),
+            ("duplicate", duplicates),
+            ("unknown_type", unknown),
+            ("ignored", ignored),
+            ("dead_lettered", dead),
+        ):
+            if n:
+                CONSUMER_RECORDS.labels(self.name, outcome).inc(n)
+        CONSUMER_BATCHES.labels(self.name).inc()
+
+    async def _apply(self, items: list[_Item]) -> _Outcome:
+        if not items:
+            return _Outcome()
+        try:
+            processed, duplicates = await self._retry_transient(lambda: self._transaction(items))
+            return _Outcome(processed, duplicates)
+        except Abandoned:
+            raise
+        except Exception as exc:
+            log.info(
+                "consumer %s: batch of %d failed (%s); one record per transaction", self.name, len(items), exc
+            )
+        outcome = _Outcome()
+        for item in items:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(lambda e: not isinstance(e, Abandoned)),
+                    stop=stop_after_attempt(self.settings.max_attempts),
+                    wait=wait_exponential(
+                        multiplier=self.settings.retry_initial_ms / 1000,
+                        max=self.settings.retry_max_ms / 1000,
+                    ),
+                    before_sleep=self._count_retry("handler"),
+                    reraise=True,
+                ):
+                    with attempt:
+                        processed, duplicates = await self._retry_transient(
+                            lambda item=item: self._transaction([item])  # type: ignore[misc]
+                        )
+                outcome.processed += processed
+                outcome.duplicates += duplicates
+            except Abandoned:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "consumer %s: %s at %s[%d]@%d failed %d times, dead-lettering: %s",
+                    self.name,
+                    item.envelope.type,
+                    item.record.topic,
+                    item.record.partition,
+                    item.record.offset,
+                    self.settings.max_attempts,
+                    exc,
+                )
+                outcome.dead.append(_DeadLetter(item.record, exc, self.settings.max_attempts))
+        return outcome
+
+    async def _transaction(self, items: list[_Item]) -> tuple[int, int]:
+        """Inbox rows and handler effects of ``items`` in one transaction; returns (processed, duplicates)."""
+        now = datetime.now(UTC)
+        ids = list(dict.fromkeys(item.envelope.id for item in items))
+        async with self.sessionmaker() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            ins: Any = postgresql.insert(_INBOX) if dialect == "postgresql" else sqlite.insert(_INBOX)
+            stmt = (
+                ins.values([{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids])
+                .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+                .returning(_INBOX.c.event_id)
+            )
+            fresh = set((await session.execute(stmt)).scalars())
+            processed = duplicates = 0
+            for item in items:
+                if item.envelope.id not in fresh:
+                    duplicates += 1
+                    continue
+                fresh.discard(item.envelope.id)  # a second copy in the same batch is a duplicate
+                await item.handler(session, item.envelope)
+                processed += 1
+        return processed, duplicates
+
+    # ---------------------------------------------------------------- retries
+
+    def _stop_when_abandoned(self, state: RetryCallState) -> bool:
+        return self._stop.is_set() or self._revoking
+
+    def _count_retry(self, kind: str) -> Callable[[RetryCallState], None]:
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            CONSUMER_RETRIES.labels(self.name, kind).inc()
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("consumer %s: %s error, attempt %d: %r", self.name, kind, state.attempt_number, exc)
+
+        return before_sleep
+
+    async def _retry_transient(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn``, retrying database/broker unavailability without limit until stop or rebalance."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                wait=wait_exponential(
+                    multiplier=self.settings.retry_initial_ms / 1000, max=self.settings.retry_max_ms / 1000
+                ),
+                stop=self._stop_when_abandoned,
+                before_sleep=self._count_retry("transient"),
+                reraise=True,
+            ):
+                with attempt:
+                    return await fn()
+        except Exception as exc:
+            if is_transient(exc):
+                raise Abandoned(str(exc)) from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---------------------------------------------------------------- DLQ and commits
+
+    async def _dead_letter(self, letter: _DeadLetter) -> None:
+        record = letter.record
+        headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")]
+        error = f"{type(letter.error).__name__}: {letter.error}"[:_ERROR_HEADER_MAX]
+        headers += [
+            ("dlq.error", error.encode()),
+            ("dlq.error_type", type(letter.error).__name__.encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.attempts", str(letter.attempts).encode()),
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.time", datetime.now(UTC).isoformat().encode()),
+        ]
+        producer = self._producer
+        assert producer is not None
+
+        async def send() -> None:
+            await producer.send_and_wait(
+                dlq_of(record.topic), value=record.value, key=record.key, headers=headers
+            )
+
+        await self._retry_transient(send)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        assigned = consumer.assignment()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records and tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self._retry_transient(lambda: consumer.commit(offsets))
+        except (CommitFailedError, Abandoned) as exc:
+            # The group moved on; the new owner re-reads from the last commit and the inbox drops duplicates.
+            self.stats.commit_failures += 1
+            log.warning("consumer %s: offset commit failed (%s); records will be redelivered", self.name, exc)
+
+
+def stop_on_signals(
+    stop: asyncio.Event, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """Set ``stop`` on SIGTERM/SIGINT so runners stop polling, finish their batch, commit and close."""
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def wait_ready(runners: Iterable[ConsumerRunner]) -> None:
+    """Wait until every runner has its first assignment (wrap in ``asyncio.timeout``)."""
+    for runner in runners:
+        await runner.ready.wait()

@@ -1,0 +1,324 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in commit order per key, and marks them sent.
+
+Several instances may run against one database (one per service replica). A lease row
+(``outbox_relay_lease``) makes exactly one of them the publisher at a time; the others stand by and take
+over when the holder stops renewing (it died or lost the database) for ``lease_ttl`` seconds. See the
+README, "Plumbing", for the reasoning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ar_events.clock import Clock, SystemClock
+from ar_events.envelope import CONTENT_TYPE
+from ar_events.kafka import make_producer
+from ar_events.metrics import OUTBOX_PURGED, RELAY_ERRORS, RELAY_LEASE_HELD, RELAY_PUBLISHED
+from ar_events.settings import KafkaSettings, OutboxSettings
+from ar_events.tables import TABLES
+
+log = logging.getLogger(__name__)
+
+_OUTBOX = TABLES.outbox
+_LEASE = TABLES.relay_lease
+_COLUMNS = (_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.type, _OUTBOX.c.value, _OUTBOX.c.headers)
+_ID_CHUNK = 1000
+
+
+def record_headers(row: Any) -> list[tuple[str, bytes]]:
+    """Kafka headers of an outbox row: content type, CloudEvents type, plus any stored headers."""
+    headers = [("content-type", CONTENT_TYPE.encode()), ("ce_type", str(row.type).encode())]
+    if row.headers:
+        headers.extend((str(k), str(v).encode()) for k, v in dict(row.headers).items())
+    return headers
+
+
+async def publish_rows(
+    producer: AIOKafkaProducer, rows: Sequence[Any], kafka: KafkaSettings | None
+) -> tuple[list[int], BaseException | None]:
+    """Send rows (in id order) and wait for the acks; return the ids safe to mark sent and the first error.
+
+    After a failed row, later rows of the same key are not marked, so a key is never marked past a hole.
+    """
+    futures = []
+    for row in rows:
+        topic = kafka.topic(row.topic) if kafka else row.topic
+        fut = await producer.send(
+            topic, value=row.value, key=str(row.key).encode(), headers=record_headers(row)
+        )
+        futures.append(fut)
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    ok: list[int] = []
+    failed_keys: set[str] = set()
+    first_error: BaseException | None = None
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, BaseException):
+            failed_keys.add(row.key)
+            first_error = first_error or result
+        elif row.key not in failed_keys:
+            ok.append(row.id)
+    return ok, first_error
+
+
+class OutboxRelay:
+    """Publishes outbox rows of one database; ``await relay.run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        kafka: KafkaSettings,
+        settings: OutboxSettings | None = None,
+        *,
+        name: str = "relay",
+        producer: AIOKafkaProducer | None = None,
+        clock: Clock | None = None,
+        lease_name: str = "outbox",
+        lease_ttl: float = 10.0,
+        retention_every: float = 3600.0,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.kafka = kafka
+        self.settings = settings or OutboxSettings()
+        self.name = name
+        self.clock = clock or SystemClock()
+        self.lease_name = lease_name
+        self.lease_ttl = lease_ttl
+        self.retention_every = retention_every
+        self.holder = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.published = 0
+        self.holds_lease = False
+        self._producer = producer
+        self._own_producer = producer is None
+        self._wake = asyncio.Event()
+        self._lease_until = 0.0
+        self._next_retention = 0.0
+
+    def wake(self) -> None:
+        """Publish now (call after a local commit that enqueued events)."""
+        self._wake.set()
+
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.poll_interval_ms / 1000
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; survives database and broker outages by retrying."""
+        producer = self._producer or make_producer(self.kafka)
+        self._producer = producer
+        started = False
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                try:
+                    if not started:
+                        await producer.start()
+                        started = True
+                    if not await self._ensure_lease(loop.time()):
+                        await self._sleep(stop, min(self.lease_ttl / 3, 2.0))
+                        continue
+                    if loop.time() >= self._next_retention:
+                        await self.purge()
+                        self._next_retention = loop.time() + self.retention_every
+                    count = await self.publish_batch()
+                except Exception as exc:
+                    RELAY_ERRORS.labels(self.name).inc()
+                    log.warning(
+                        "relay %s: pass failed (%s: %s); retrying", self.name, type(exc).__name__, exc
+                    )
+                    await self._sleep(stop, 1.0)
+                    continue
+                if count < self.settings.batch_size:
+                    await self._sleep(stop, self.poll_interval)
+        finally:
+            await self._shutdown(producer, started)
+
+    async def _shutdown(self, producer: AIOKafkaProducer, started: bool) -> None:
+        if self.holds_lease:
+            with contextlib.suppress(Exception):
+                await self._release_lease()
+        if self._own_producer and started:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        self._wake.clear()
+
+    # ---------------------------------------------------------------- publishing
+
+    async def publish_batch(self) -> int:
+        """Publish up to ``batch_size`` unsent rows in id order; return how many were marked sent."""
+        assert self._producer is not None, "run() or publish_pending() starts the producer"
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(*_COLUMNS)
+                    .where(_OUTBOX.c.published_at.is_(None))
+                    .order_by(_OUTBOX.c.id)
+                    .limit(self.settings.batch_size)
+                )
+            ).all()
+            await session.rollback()  # release the read (SQLite: the write lock of BEGIN IMMEDIATE)
+        if not rows:
+            return 0
+        ok, error = await publish_rows(self._producer, rows, self.kafka)
+        await self._mark_sent(ok)
+        self.published += len(ok)
+        RELAY_PUBLISHED.labels(self.name).inc(len(ok))
+        if error is not None:
+            raise error
+        return len(ok)
+
+    async def _mark_sent(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        now = self.clock.now()
+        async with self.sessionmaker() as session, session.begin():
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start : start + _ID_CHUNK]
+                await session.execute(
+                    update(_OUTBOX).where(_OUTBOX.c.id.in_(chunk)).values(published_at=now),
+                    execution_options={"synchronize_session": False},
+                )
+
+    async def publish_pending(self) -> int:
+        """Publish everything unsent right now, ignoring the lease (tests, CLI). Returns rows published."""
+        own = self._producer is None
+        if own:
+            self._producer = make_producer(self.kafka)
+            await self._producer.start()
+        total = 0
+        try:
+            while n := await self.publish_batch():
+                total += n
+        finally:
+            if own and self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+        return total
+
+    # ---------------------------------------------------------------- lease
+
+    async def _ensure_lease(self, now_mono: float) -> bool:
+        if self.holds_lease and now_mono < self._lease_until - self.lease_ttl * 2 / 3:
+            return True
+        held = await self._try_lease()
+        if held != self.holds_lease:
+            log.info("relay %s %s the lease %r", self.holder, "took" if held else "lost", self.lease_name)
+        self.holds_lease = held
+        RELAY_LEASE_HELD.labels(self.name).set(1 if held else 0)
+        if held:
+            self._lease_until = now_mono + self.lease_ttl
+        return held
+
+    async def _try_lease(self) -> bool:
+        now = self.clock.now()
+        async with self.sessionmaker() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            ins: Any = postgresql.insert(_LEASE) if dialect == "postgresql" else sqlite.insert(_LEASE)
+            await session.execute(ins.values(name=self.lease_name).on_conflict_do_nothing())
+            result = await session.execute(
+                update(_LEASE)
+                .where(
+                    and_(
+                        _LEASE.c.name == self.lease_name,
+                        or_(
+                            _LEASE.c.holder == self.holder,
+                            _LEASE.c.holder.is_(None),
+                            _LEASE.c.expires_at.is_(None),
+                            _LEASE.c.expires_at < now,
+                        ),
+                    )
+                )
+                .values(holder=self.holder, expires_at=now + timedelta(seconds=self.lease_ttl))
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def _release_lease(self) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(_LEASE)
+                .where(and_(_LEASE.c.name == self.lease_name, _LEASE.c.holder == self.holder))
+                .values(holder=None, expires_at=None)
+            )
+        self.holds_lease = False
+        RELAY_LEASE_HELD.labels(self.name).set(0)
+
+    # ---------------------------------------------------------------- retention
+
+    async def purge(self) -> int:
+        """Delete published rows older than ``retention_days``; return how many."""
+        cutoff = self.clock.now() - timedelta(days=self.settings.retention_days)
+        deleted = await purge_published(self.sessionmaker, cutoff)
+        if deleted:
+            OUTBOX_PURGED.labels(self.name).inc(deleted)
+            log.info("relay %s purged %d published outbox rows older than %s", self.name, deleted, cutoff)
+        return deleted
+
+
+async def purge_published(sessionmaker: async_sessionmaker[AsyncSession], before: datetime) -> int:
+    """Delete outbox rows created before ``before`` that were published; keep unpublished ones."""
+    async with sessionmaker() as session, session.begin():
+        result = await session.execute(
+            delete(_OUTBOX).where(and_(_OUTBOX.c.created_at < before, _OUTBOX.c.published_at.is_not(None)))
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def republish(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    producer: AIOKafkaProducer,
+    since: datetime,
+    until: datetime,
+    *,
+    kafka: KafkaSettings | None = None,
+    batch_size: int = 1000,
+) -> int:
+    """Send again every outbox row created in ``[since, until)``, in id order (after a broker lost its data).
+
+    ``kafka`` supplies the topic prefix. Consumers dedupe, so re-sending what they saw is harmless.
+    """
+    sent = 0
+    last_id = 0
+    while True:
+        async with sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(*_COLUMNS)
+                    .where(
+                        and_(
+                            _OUTBOX.c.created_at >= since,
+                            _OUTBOX.c.created_at < until,
+                            _OUTBOX.c.id > last_id,
+                        )
+                    )
+                    .order_by(_OUTBOX.c.id)
+                    .limit(batch_size)
+                )
+            ).all()
+            await session.rollback()
+        if not rows:
+            return sent
+        ok, error = await publish_rows(producer, rows, kafka)
+        if error is not None:
+            raise error
+        sent += len(ok)
+        last_id = rows[-1].id
