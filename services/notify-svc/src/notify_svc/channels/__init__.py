@@ -1,0 +1,1 @@
+"""Adapters that leave the process: SMTP and signed webhooks."""

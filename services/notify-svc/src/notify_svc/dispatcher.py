@@ -1,0 +1,347 @@
+"""The delivery loop: claim due notifications, render, send, record. Retries are rows, not sleeping tasks.
+
+Per notification: ``sending`` is committed (with a lease) before any byte goes to the SMTP server or the
+webhook endpoint; the outcome is committed right after, with NotificationSent/Failed in the same
+transaction (outbox). A row still in ``sending`` when its lease runs out belonged to a process that died
+mid-send; :meth:`Dispatcher.recover` resolves it (see the README's crash analysis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ar_events.clock import Clock
+from ar_events.envelope import Envelope
+from notify_svc.channels.email import SmtpSender, build_message
+from notify_svc.channels.webhook import WebhookSender
+from notify_svc.domain.delivery import Outcome, Result, Status, after_attempt, recover
+from notify_svc.domain.notifications import message_id
+from notify_svc.handlers import failed_event, sent_event
+from notify_svc.rendering import Rendered, Renderer, RenderError, build_context, client_locale
+from notify_svc.repository import UnitOfWork
+from notify_svc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "notify_deliveries_total", "Delivery attempts by channel and outcome", ["channel", "outcome"]
+)
+
+
+class Dispatcher:
+    """Sends what the handlers recorded. Several instances may run: rows are claimed with SKIP LOCKED."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        renderer: Renderer,
+        clock: Clock,
+        *,
+        smtp: SmtpSender | None,
+        webhooks: WebhookSender | None,
+        rng: random.Random | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.renderer = renderer
+        self.clock = clock
+        self.smtp = smtp
+        self.webhooks = webhooks
+        self.rng = rng or random.Random()
+        self.on_commit = on_commit or (lambda: None)
+        self._wake = asyncio.Event()
+        self._webhook_slots = asyncio.Semaphore(settings.webhook.max_concurrency)
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop``; resolve expired leases at start and then every quarter lease."""
+        d = self.settings.delivery
+        next_recovery = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_recovery:
+                    await self.recover()
+                    next_recovery = loop.time() + d.lease_s / 4
+                done = await self.run_once()
+            except Exception:
+                log.exception("dispatcher: batch failed; retrying")
+                done = 0
+                await _sleep(stop, 1.0)
+            if done == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(stop, self._wake), d.poll_interval_ms / 1000)
+
+    async def run_once(self) -> int:
+        """Claim one batch of due rows and deliver it; returns how many were attempted."""
+        d = self.settings.delivery
+        now = self.clock.now()
+        async with UnitOfWork(self.sessionmaker) as uow:
+            rows = await uow.repo.claim_due(now, now + timedelta(seconds=d.lease_s), d.batch_size)
+            if not rows:
+                return 0
+            suppressed = await uow.repo.suppressed(r.recipient for r in rows if r.channel == "email")
+            disabled = await uow.repo.disabled_endpoints(r.recipient for r in rows if r.channel == "webhook")
+            await uow.commit()  # 'sending' is durable before anything leaves the process
+        flushing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(rows), d.flush_every):
+                chunk = rows[start : start + d.flush_every]
+                results = await asyncio.gather(*(self._deliver(r, suppressed, disabled) for r in chunk))
+                if flushing is not None:
+                    await flushing
+                flushing = asyncio.create_task(self._record(list(zip(chunk, results, strict=True))))
+        finally:
+            if flushing is not None:
+                await flushing
+        return len(rows)
+
+    # ------------------------------------------------------------------ one delivery
+
+    async def _deliver(self, row: Row[Any], suppressed: dict[str, str], disabled: dict[str, str]) -> Result:
+        try:
+            if row.channel == "email":
+                if row.recipient in suppressed:
+                    return Result(
+                        Outcome.SUPPRESSED,
+                        f"address suppressed: {suppressed[row.recipient]}",
+                        code="suppressed",
+                    )
+                return await self._email(row)
+            if row.recipient in disabled:
+                return Result(
+                    Outcome.SUPPRESSED, f"endpoint disabled: {disabled[row.recipient]}", code="disabled"
+                )
+            return await self._webhook(row)
+        except RenderError as exc:
+            log.warning("template error for %s: %s", row.id, exc)
+            return Result(Outcome.TEMPLATE_ERROR, str(exc)[:1000], code="template")
+        except Exception as exc:  # a bug or an unexpected library error: retried on the schedule, logged
+            log.exception("delivery of %s failed unexpectedly", row.id)
+            return Result(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}"[:500], code="error")
+
+    def render(self, row: Row[Any]) -> Rendered:
+        """Render a notification row (also used by the preview endpoint through the same context builder)."""
+        smtp = self.settings.smtp
+        locale = client_locale(row.language, row.country)
+        ctx = build_context(
+            kind=row.kind,
+            payload=row.payload,
+            client_name=row.client_name,
+            client_id=row.client_id,
+            recipient_name=row.recipient_name,
+            recipient=row.recipient,
+            sender_name=row.sender_name or smtp.from_name,
+            sender_email=row.sender_email or smtp.from_address,
+            sender_kind=row.sender_kind,
+            company=smtp.from_name,
+            locale=locale,
+        )
+        return self.renderer.render(row.template, row.language, ctx)
+
+    async def _email(self, row: Row[Any]) -> Result:
+        if self.smtp is None:
+            return Result(Outcome.TRANSIENT, "no SMTP sender in this process", code="config")
+        smtp = self.settings.smtp
+        rendered = self.render(row)
+        headers = [("X-AR-Notification-Key", row.notification_key), ("X-AR-Client-Id", row.client_id)]
+        if row.case_id:
+            headers.append(("X-AR-Case-Id", row.case_id))
+        mail = build_message(
+            rendered,
+            from_name=row.sender_name or smtp.from_name,
+            from_address=row.sender_email or smtp.from_address,
+            to_name=row.recipient_name,
+            to_address=row.recipient,
+            message_id=message_id(row.id, row.generation, smtp.message_id_domain),
+            date=self.clock.now(),
+            mailbox_name=smtp.from_name,
+            mailbox_address=smtp.from_address,
+            extra_headers=headers,
+        )
+        return await self.smtp.send(mail)
+
+    async def _webhook(self, row: Row[Any]) -> Result:
+        if self.webhooks is None:
+            return Result(Outcome.TRANSIENT, "no webhook sender in this process", code="config")
+        rendered = self.render(row)
+        msg_id = f"{row.id}_{row.generation}"
+        body = json.dumps(
+            {
+                "type": f"ar.notification.{row.kind}",
+                "timestamp": row.created_at.isoformat(),
+                "data": {
+                    "notification_id": row.id,
+                    "notification_key": row.notification_key,
+                    "client_id": row.client_id,
+                    "case_id": row.case_id,
+                    "template": row.template,
+                    "language": rendered.language,
+                    "subject": rendered.subject,
+                    "text": rendered.text,
+                    "event": row.payload,
+                },
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        async with self._webhook_slots:
+            return await self.webhooks.send(row.recipient, msg_id, int(self.clock.now().timestamp()), body)
+
+    # ------------------------------------------------------------------ recording
+
+    async def _record(self, results: Sequence[tuple[Row[Any], Result]]) -> None:
+        d = self.settings.delivery
+        now = self.clock.now()
+        async with UnitOfWork(self.sessionmaker) as uow:
+            owned = await uow.repo.owned((r.id, r.attempts, r.generation) for r, _ in results)
+            updates: list[dict[str, Any]] = []
+            attempts: list[dict[str, Any]] = []
+            events: list[Envelope[Any]] = []
+            for row, result in results:
+                if row.id not in owned:
+                    log.warning("notification %s changed hands during delivery (lease expired?)", row.id)
+                    continue
+                schedule = d.email_schedule_s if row.channel == "email" else d.webhook_schedule_s
+                t = after_attempt(
+                    result, attempts=row.attempts, schedule=schedule, jitter=d.jitter, now=now, rng=self.rng
+                )
+                DELIVERIES.labels(row.channel, result.outcome.value).inc()
+                updates.append(
+                    {
+                        "b_id": row.id,
+                        "status": t.status.value,
+                        "next_attempt_at": t.next_attempt_at,
+                        "message_id": result.message_id or row.message_id,
+                        "last_error": None if t.status == Status.SENT else result.detail,
+                        "error_code": None if t.status == Status.SENT else result.code,
+                        "permanent": t.permanent if t.status == Status.FAILED else None,
+                        "sent_at": now if t.status == Status.SENT else None,
+                        "updated_at": now,
+                        "recoveries": row.recoveries,
+                    }
+                )
+                attempts.append(
+                    {
+                        "notification_id": row.id,
+                        "attempt": row.attempts,
+                        "generation": row.generation,
+                        "started_at": row.updated_at,
+                        "finished_at": now,
+                        "outcome": result.outcome.value,
+                        "code": result.code,
+                        "detail": result.detail[:2000],
+                    }
+                )
+                if t.emit_sent:
+                    self.sent += 1
+                    events.append(sent_event(row, message_id=result.message_id, now=now))
+                if t.emit_failed:
+                    reason = result.detail or result.outcome.value
+                    if result.outcome == Outcome.TRANSIENT:
+                        reason = f"gave up after {row.attempts} attempts: {reason}"
+                    events.append(
+                        failed_event(
+                            row,
+                            reason=reason,
+                            code=result.code or result.outcome.value,
+                            permanent=t.permanent,
+                            now=now,
+                        )
+                    )
+                if t.suppress_recipient and row.channel == "email":
+                    await uow.repo.suppress(row.recipient, result.detail, result.code, row.id, now)
+                if t.disable_endpoint:
+                    await uow.repo.disable_endpoint(row.recipient, row.client_id, result.detail, now)
+            await uow.repo.record_results(updates, attempts)
+            if events:
+                await uow.repo.emit(*events, now=now)
+            await uow.commit()
+        if events:
+            self.on_commit()
+
+    async def recover(self) -> int:
+        """Resolve rows left in ``sending`` past their lease: resend once (same Message-ID), else ``unknown``."""
+        now = self.clock.now()
+        async with UnitOfWork(self.sessionmaker) as uow:
+            rows = await uow.repo.expired_leases(now)
+            if not rows:
+                return 0
+            updates, attempts, events = [], [], []
+            for row in rows:
+                t = recover(row.recoveries, now)
+                updates.append(
+                    {
+                        "b_id": row.id,
+                        "status": t.status.value,
+                        "next_attempt_at": t.next_attempt_at,
+                        "message_id": row.message_id,
+                        "last_error": "process stopped while sending; outcome unknown",
+                        "error_code": "crashed",
+                        "permanent": False if t.emit_failed else None,
+                        "sent_at": None,
+                        "updated_at": now,
+                        "recoveries": row.recoveries + 1,
+                    }
+                )
+                attempts.append(
+                    {
+                        "notification_id": row.id,
+                        "attempt": row.attempts,
+                        "generation": row.generation,
+                        "started_at": row.updated_at,
+                        "finished_at": now,
+                        "outcome": Outcome.CRASHED.value,
+                        "code": None,
+                        "detail": f"lease expired in 'sending'; now {t.status.value}",
+                    }
+                )
+                if t.emit_failed:
+                    events.append(
+                        failed_event(
+                            row,
+                            reason="delivery outcome unknown after a second crash while sending; check and resend",
+                            code="unknown",
+                            permanent=False,
+                            now=now,
+                        )
+                    )
+                log.warning("recovered notification %s from 'sending' -> %s", row.id, t.status.value)
+            await uow.repo.record_results(updates, attempts)
+            if events:
+                await uow.repo.emit(*events, now=now)
+            await uow.commit()
+        if events:
+            self.on_commit()
+        return len(rows)
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,275 @@
+"""Templates: Jinja2 in an immutable sandbox, HTML autoescaped, StrictUndefined, money and dates via babel.
+
+A template key and a language select three files: ``<lang>/<key>.subject.txt``, ``<lang>/<key>.txt`` and
+``<lang>/<key>.html``. Lookup order: the override directory, then the built-in templates; within each,
+``fr_CA`` then ``fr`` then English. Templates see only plain strings, numbers, lists and dicts built here
+(never ORM rows or models), so the sandbox has nothing interesting to reach.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_percent
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    select_autoescape,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ar_events.money import CURRENCY_EXPONENTS
+from notify_svc.domain.notifications import Kind
+
+BUILTIN_DIR = Path(__file__).parent / "templates"
+TEMPLATE_KEYS = (
+    "upcoming", "overdue-1", "overdue-2", "final-notice", "invoice-issued", "payment-receipt", "task-assigned",
+)  # fmt: skip
+LANGUAGES = ("en", "fr", "de")
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+class RenderError(Exception):
+    """A template is missing, broken, refers to an unknown variable, or tried something the sandbox forbids."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    language: str
+
+
+@lru_cache(maxsize=256)
+def client_locale(language: str, country: str | None = None) -> Locale:
+    """The babel locale for a client: language plus country when that pair exists (fr + CH -> fr_CH)."""
+    lang = language.replace("-", "_")
+    candidates = []
+    if country and "_" not in lang:
+        candidates.append(f"{lang}_{country}")
+    candidates += [lang, lang.split("_")[0], "en"]
+    for cand in candidates:
+        try:
+            return Locale.parse(cand)
+        except (UnknownLocaleError, ValueError):
+            continue
+    return Locale.parse("en")  # pragma: no cover
+
+
+def to_decimal(amount_minor: int, currency: str) -> Decimal:
+    """Minor units to an exact Decimal by the currency's ISO 4217 exponent: 123456 EUR -> 1234.56."""
+    return Decimal(amount_minor).scaleb(-CURRENCY_EXPONENTS.get(currency, 2))
+
+
+@lru_cache(maxsize=8192)
+def _money(amount_minor: int, currency: str, locale: Locale) -> str:
+    return str(format_currency(to_decimal(amount_minor, currency), currency, locale=locale))
+
+
+def format_money(money: dict[str, Any], locale: Locale) -> str:
+    """``{"amount_minor": 123456, "currency": "EUR"}`` for fr -> ``1 234,56 €``."""
+    return _money(int(money["amount_minor"]), str(money["currency"]), locale)
+
+
+@lru_cache(maxsize=4096)
+def _date(value: str, locale: Locale) -> str:
+    return str(format_date(date.fromisoformat(value), format="long", locale=locale))
+
+
+def format_day(value: str | date | None, locale: Locale) -> str:
+    if value is None:
+        return ""
+    return _date(value.isoformat() if isinstance(value, date) else value[:10], locale)
+
+
+def format_moment(value: str, locale: Locale) -> str:
+    return str(format_datetime(datetime.fromisoformat(value), format="medium", locale=locale))
+
+
+def _join(amounts: list[str]) -> str:
+    return " + ".join(amounts)
+
+
+def statement_view(statement: dict[str, Any], locale: Locale) -> dict[str, Any]:
+    """The consolidated statement as the templates see it: every open invoice, totals per currency, the oldest."""
+    lines = []
+    oldest = None
+    for line in statement.get("invoices", ()):
+        view = {
+            "number": str(line["number"]),
+            "issue_date": format_day(line.get("issue_date"), locale),
+            "due_date": format_day(line["due_date"], locale),
+            "amount_due": format_money(line["amount_due"], locale),
+            "total": format_money(line["total"], locale) if line.get("total") else "",
+            "days_overdue": int(line["days_overdue"]),
+            "overdue": int(line["days_overdue"]) > 0,
+            "disputed": bool(line.get("disputed", False)),
+            "oldest": line["invoice_id"] == statement.get("oldest_overdue_invoice_id"),
+        }
+        if view["oldest"]:
+            oldest = view
+        lines.append(view)
+    totals = [format_money(m, locale) for m in statement.get("totals", ())]
+    overdue = [format_money(m, locale) for m in statement.get("overdue_totals", ()) if m["amount_minor"]]
+    return {
+        "as_of": format_day(statement.get("as_of"), locale),
+        "invoices": lines,
+        "count": len(lines),
+        "totals": totals,
+        "total_text": _join(totals),
+        "overdue_totals": overdue,
+        "overdue_text": _join(overdue) or _join(totals),
+        "oldest": oldest,
+        "pay_link": statement.get("pay_link") or "",
+    }
+
+
+def build_context(
+    *,
+    kind: str,
+    payload: dict[str, Any],
+    client_name: str,
+    client_id: str,
+    recipient_name: str,
+    recipient: str,
+    sender_name: str,
+    sender_email: str,
+    sender_kind: str,
+    company: str,
+    locale: Locale,
+) -> dict[str, Any]:
+    """Plain data for a template, by notification kind. Only the variables of that kind exist."""
+    ctx: dict[str, Any] = {
+        "client": {"name": client_name, "id": client_id},
+        "recipient": {"name": recipient_name, "address": recipient},
+        "sender": {"name": sender_name, "email": sender_email, "escalated": sender_kind == "account_manager"},
+        "company": {"name": company},
+    }
+    if kind in (Kind.REMINDER, Kind.AGENCY_WARNING):
+        ctx["statement"] = statement_view(payload["statement"], locale)
+        ctx["level"] = int(payload["level"])
+        ctx["step"] = int(payload["step"])
+        ctx["case_id"] = str(payload["case_id"])
+        if kind == Kind.AGENCY_WARNING:
+            ctx["deadline"] = format_day(payload["deadline"], locale)
+    elif kind == Kind.INVOICE:
+        discount = payload.get("early_payment_discount")
+        ctx["invoice"] = {
+            "number": str(payload["number"]),
+            "issue_date": format_day(payload["issue_date"], locale),
+            "due_date": format_day(payload["due_date"], locale),
+            "total": format_money(payload["total"], locale),
+            "amount_due": format_money(payload["amount_due"], locale),
+            "tax": format_money(payload["tax"], locale),
+            "pay_link": payload.get("pay_link") or "",
+            "discount": {
+                "amount": format_money(discount["amount"], locale),
+                "until": format_day(discount["until"], locale),
+                "rate": format_percent_bp(int(discount["rate_bp"]), locale),
+            }
+            if discount
+            else None,
+        }
+    elif kind == Kind.RECEIPT:
+        ctx["payment"] = {
+            "amount": format_money(payload["amount"], locale),
+            "received_at": format_day(payload["received_at"], locale),
+            "method": str(payload["method"]),
+            "reference": str(payload.get("reference") or payload["payment_id"]),
+        }
+    elif kind == Kind.TASK:
+        overdue = [format_money(m, locale) for m in payload.get("overdue_totals", ())]
+        ctx["task"] = {
+            "id": str(payload["task_id"]),
+            "kind": str(payload["kind"]),
+            "client_name": client_name,
+            "overdue_totals": overdue,
+            "overdue_text": _join(overdue),
+            "case_url": payload.get("case_url") or "",
+            "sla_due_at": format_moment(payload["sla_due_at"], locale) if payload.get("sla_due_at") else "",
+            "priority": int(payload["priority"]),
+            "note": payload.get("note") or "",
+        }
+    return ctx
+
+
+def format_percent_bp(bp: int, locale: Locale) -> str:
+    return str(format_percent(Decimal(bp).scaleb(-4), format="#,##0.##%", locale=locale))
+
+
+class Renderer:
+    """Renders a template key in a language; built once per process."""
+
+    def __init__(self, override_dir: Path | None = None, default_language: str = "en") -> None:
+        loaders = [FileSystemLoader(str(override_dir))] if override_dir else []
+        loaders.append(FileSystemLoader(str(BUILTIN_DIR)))
+        self.default_language = default_language
+        self.env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader(loaders),
+            autoescape=select_autoescape(
+                enabled_extensions=("html",), default_for_string=False, default=False
+            ),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+            keep_trailing_newline=False,
+        )
+        self._cache: dict[tuple[str, str], tuple[str, Template, Template, Template]] = {}
+
+    def _candidates(self, language: str) -> list[str]:
+        lang = language.replace("-", "_")
+        out = [lang, lang.split("_")[0], self.default_language, "en"]
+        return list(dict.fromkeys(out))
+
+    def _templates(self, key: str, language: str) -> tuple[str, Template, Template, Template]:
+        cached = self._cache.get((key, language))
+        if cached is not None:
+            return cached
+        if not _KEY_RE.match(key):
+            raise RenderError(f"invalid template key {key!r}")
+        last: Exception | None = None
+        for lang in self._candidates(language):
+            try:
+                found = (
+                    lang,
+                    self.env.get_template(f"{lang}/{key}.subject.txt"),
+                    self.env.get_template(f"{lang}/{key}.txt"),
+                    self.env.get_template(f"{lang}/{key}.html"),
+                )
+            except TemplateError as exc:  # TemplateNotFound or a syntax error
+                last = exc
+                if not isinstance(exc, TemplateNotFound):
+                    raise RenderError(f"template {lang}/{key}: {exc}") from exc
+                continue
+            self._cache[(key, language)] = found
+            return found
+        raise RenderError(f"no template {key!r} for language {language!r} or English: {last}")
+
+    def render(self, key: str, language: str, context: dict[str, Any]) -> Rendered:
+        """All three parts or a RenderError: never a half-rendered message."""
+        lang, subject_t, text_t, html_t = self._templates(key, language)
+        try:
+            subject = " ".join(subject_t.render(context).split())
+            text = text_t.render(context).strip() + "\n"
+            html = html_t.render(context)
+        except TemplateError as exc:  # UndefinedError, SecurityError, TemplateRuntimeError, ...
+            raise RenderError(f"template {lang}/{key}: {type(exc).__name__}: {exc}") from exc
+        except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise RenderError(f"template {lang}/{key}: {type(exc).__name__}: {exc}") from exc
+        if not subject:
+            raise RenderError(f"template {lang}/{key}: empty subject")
+        return Rendered(subject=subject, text=text, html=html, language=lang)
