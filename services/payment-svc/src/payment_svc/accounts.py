@@ -144,6 +144,7 @@ class SecretStore:
         self, name: str, kind: AccountKind, secret: str | None, now: datetime
     ) -> SecretInfo | None:
         """Create an account (idempotent for the same kind) and optionally add a first secret."""
+        kind = AccountKind(kind)
         if secret is not None:
             validate_secret(kind, secret)
         configured = self._configured.get(name)
