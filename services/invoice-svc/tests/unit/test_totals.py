@@ -34,9 +34,9 @@ def test_half_rounds_up_not_to_even() -> None:
     [
         (LineInput("x", 0, 100, 0), "lines[0].quantity"),
         (LineInput("x", -1, 100, 0), "lines[0].quantity"),
-        (LineInput("x", 1, 0, 0), "lines[0].unit_price_minor"),
-        (LineInput("x", 1, -5, 0), "lines[0].unit_price_minor"),
-        (LineInput("x", 1, 5, 0, currency="USD"), "lines[0].currency"),
+        (LineInput("x", 1, 0, 0), "lines[0].unit_price.amount_minor"),
+        (LineInput("x", 1, -5, 0), "lines[0].unit_price.amount_minor"),
+        (LineInput("x", 1, 5, 0, currency="USD"), "lines[0].unit_price.currency"),
     ],
 )
 def test_bad_lines_are_refused_with_their_field(line: LineInput, field: str) -> None:

@@ -15,6 +15,8 @@ from datetime import date, timedelta
 from invoice_svc.domain.errors import invalid
 
 BP = 10_000
+#: Largest invoice total accepted (fits comfortably in a signed 64-bit column with room for sums).
+MAX_TOTAL = 10**15
 
 
 def round_half_up_div(numerator: int, denominator: int) -> int:
@@ -75,12 +77,12 @@ def price_lines(lines: Sequence[LineInput], currency: str) -> Totals:
         if line.quantity <= 0:
             raise invalid(f"lines[{i}].quantity", "must be greater than zero")
         if line.unit_price_minor <= 0:
-            raise invalid(f"lines[{i}].unit_price_minor", "must be greater than zero")
+            raise invalid(f"lines[{i}].unit_price.amount_minor", "must be greater than zero")
         if not 0 <= line.tax_rate_bp <= BP:
             raise invalid(f"lines[{i}].tax_rate_bp", "must be between 0 and 10000 basis points")
         if line.currency is not None and line.currency != currency:
             raise invalid(
-                f"lines[{i}].currency",
+                f"lines[{i}].unit_price.currency",
                 f"line currency {line.currency} differs from invoice currency {currency}",
             )
         net = line.quantity * line.unit_price_minor
@@ -96,6 +98,8 @@ def price_lines(lines: Sequence[LineInput], currency: str) -> Totals:
         )
     subtotal = sum(p.net for p in priced)
     tax = sum(p.tax for p in priced)
+    if subtotal + tax > MAX_TOTAL:
+        raise invalid("lines", f"the invoice total exceeds the maximum of {MAX_TOTAL} minor units")
     return Totals(lines=tuple(priced), subtotal=subtotal, tax=tax, total=subtotal + tax)
 
 

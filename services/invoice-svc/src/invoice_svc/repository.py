@@ -1,0 +1,1028 @@
+"""Tables, repositories and the unit of work of invoice-svc. Every query lives here; only the UoW commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ar_events.clock import Clock
+from ar_events.envelope import Envelope, new_event
+from ar_events.events import Payload
+from ar_events.outbox import enqueue
+from ar_events.tables import BigId, UtcDateTime, add_plumbing_tables
+from ar_web import add_web_tables
+from invoice_svc.domain.allocation import Decision
+from invoice_svc.domain.invoicing import Dispute, DisputeStatus
+from invoice_svc.domain.model import Allocation, Invoice, InvoiceStatus, LedgerEntry, Payment
+from invoice_svc.domain.reports import bucket_cutoffs
+from invoice_svc.domain.totals import DiscountTerms, PricedLine
+from invoice_svc.settings import SERVICE
+
+metadata = MetaData()
+plumbing = add_plumbing_tables(metadata)
+web = add_web_tables(metadata)
+
+Money = BigInteger  # integer minor units
+
+client = Table(
+    "client",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("external_id", String(128), nullable=False, unique=True),
+    Column("name", String(300), nullable=False),
+    Column("segment", String(64), nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("account_manager_name", String(200), nullable=True),
+    Column("account_manager_email", String(320), nullable=True),
+    Column("contacts", JSON, nullable=False),
+    Column("language", String(35), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("payment_terms_days", Integer, nullable=False),
+    Column("credit_limit_minor", Money, nullable=True),
+    Column("credit_limit_currency", String(3), nullable=True),
+    Column("preferences", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+Index("ix_client_created", client.c.created_at, client.c.id)
+
+invoice = Table(
+    "invoice",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("client_id", String(64), ForeignKey("client.id"), nullable=False),
+    Column("number", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("subtotal", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+    Column("total", Money, nullable=False),
+    Column("amount_due", Money, nullable=False),
+    Column("paid_amount", Money, nullable=False),
+    Column("credited_amount", Money, nullable=False),
+    Column("credit_applied", Money, nullable=False, comment="Client credit consumed when issued"),
+    Column("status", String(16), nullable=False),
+    Column("disputed", Boolean, nullable=False),
+    Column("discount_rate_bp", Integer, nullable=True),
+    Column("discount_days", Integer, nullable=True),
+    Column("discount_until", Date, nullable=True),
+    Column("discount_amount", Money, nullable=True),
+    Column("paid_at", UtcDateTime, nullable=True),
+    Column("voided_at", UtcDateTime, nullable=True),
+    Column("void_reason", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("client_id", "number", name="uq_invoice_client_number"),
+)
+Index("ix_invoice_client_status", invoice.c.client_id, invoice.c.status, invoice.c.currency)
+Index("ix_invoice_status_due", invoice.c.status, invoice.c.due_date)
+Index("ix_invoice_created", invoice.c.created_at, invoice.c.id)
+
+invoice_line = Table(
+    "invoice_line",
+    metadata,
+    Column("invoice_id", String(64), ForeignKey("invoice.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("unit_price_minor", Money, nullable=False),
+    Column("tax_rate_bp", Integer, nullable=False),
+    Column("net", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+)
+
+credit_note = Table(
+    "credit_note",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("invoice_id", String(64), ForeignKey("invoice.id"), nullable=False, index=True),
+    Column("client_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("dispute_id", String(64), nullable=True),
+    Column("issued_at", UtcDateTime, nullable=False),
+)
+
+dispute = Table(
+    "dispute",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("invoice_id", String(64), ForeignKey("invoice.id"), nullable=False, index=True),
+    Column("client_id", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("amount", Money, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolution_note", Text, nullable=True),
+    Column("credit_note_id", String(64), nullable=True),
+)
+
+payment = Table(
+    "payment",
+    metadata,
+    Column("id", String(128), primary_key=True, comment="payment_id from ar.payment.events"),
+    Column("client_id", String(128), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("method", String(32), nullable=True),
+    Column("processor", String(64), nullable=True),
+    Column("reference", String(255), nullable=True),
+    Column("invoice_ids", JSON, nullable=False),
+    Column("allocated", Money, nullable=False),
+    Column("refunded", Money, nullable=False),
+    Column("held", Money, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index("ix_payment_client_currency", payment.c.client_id, payment.c.currency)
+
+payment_adjustment = Table(
+    "payment_adjustment",
+    metadata,
+    Column("id", String(160), primary_key=True, comment="refund:<id> or chargeback:<id>"),
+    Column("kind", String(16), nullable=False),
+    Column("payment_id", String(128), nullable=False, index=True),
+    Column("client_id", String(128), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("status", String(16), nullable=False, comment="done | open | client_won | merchant_won"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime, nullable=True),
+)
+
+allocation = Table(
+    "allocation",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("payment_id", String(128), nullable=False, index=True),
+    Column("invoice_id", String(64), ForeignKey("invoice.id"), nullable=False, index=True),
+    Column("client_id", String(128), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("discount", Money, nullable=False),
+    Column("value_date", Date, nullable=False),
+    Column("days_late", Integer, nullable=False),
+    Column("cause", String(200), nullable=False),
+    Column("reverses", BigId, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+ledger_entry = Table(
+    "ledger_entry",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("invoice_id", String(64), ForeignKey("invoice.id"), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("entry_date", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", Money, nullable=False),
+)
+# Aging/receivables as of a date: an index-only scan of (entry_date, invoice_id, amount).
+Index("ix_ledger_date_invoice", ledger_entry.c.entry_date, ledger_entry.c.invoice_id, ledger_entry.c.amount)
+Index("ix_ledger_invoice", ledger_entry.c.invoice_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records the API shows (richer than the domain objects)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    id: str
+    external_id: str
+    name: str
+    segment: str
+    tags: tuple[str, ...]
+    account_manager: dict[str, str] | None
+    contacts: tuple[dict[str, Any], ...]
+    language: str
+    time_zone: str
+    country: str
+    payment_terms_days: int
+    credit_limit: tuple[int, str] | None
+    preferences: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    invoice: Invoice
+    subtotal: int
+    tax: int
+    credit_applied: int
+    lines: tuple[PricedLine, ...]
+    created_at: datetime
+    voided_at: datetime | None
+    void_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditNoteRecord:
+    id: str
+    invoice_id: str
+    client_id: str
+    currency: str
+    amount: int
+    reason: str | None
+    dispute_id: str | None
+    issued_at: datetime
+
+
+def _client_record(r: Any) -> ClientRecord:
+    am = (
+        {"name": r.account_manager_name, "email": r.account_manager_email}
+        if r.account_manager_name and r.account_manager_email
+        else None
+    )
+    return ClientRecord(
+        id=r.id,
+        external_id=r.external_id,
+        name=r.name,
+        segment=r.segment,
+        tags=tuple(r.tags or ()),
+        account_manager=am,
+        contacts=tuple(r.contacts or ()),
+        language=r.language,
+        time_zone=r.time_zone,
+        country=r.country,
+        payment_terms_days=r.payment_terms_days,
+        credit_limit=(r.credit_limit_minor, r.credit_limit_currency) if r.credit_limit_currency else None,
+        preferences=dict(r.preferences or {}),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+def client_values(c: ClientRecord) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "external_id": c.external_id,
+        "name": c.name,
+        "segment": c.segment,
+        "tags": list(c.tags),
+        "account_manager_name": c.account_manager["name"] if c.account_manager else None,
+        "account_manager_email": c.account_manager["email"] if c.account_manager else None,
+        "contacts": list(c.contacts),
+        "language": c.language,
+        "time_zone": c.time_zone,
+        "country": c.country,
+        "payment_terms_days": c.payment_terms_days,
+        "credit_limit_minor": c.credit_limit[0] if c.credit_limit else None,
+        "credit_limit_currency": c.credit_limit[1] if c.credit_limit else None,
+        "preferences": c.preferences,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+
+
+def _invoice(r: Any) -> Invoice:
+    terms = (
+        DiscountTerms(
+            rate_bp=r.discount_rate_bp, days=r.discount_days, until=r.discount_until, amount=r.discount_amount
+        )
+        if r.discount_rate_bp is not None
+        else None
+    )
+    return Invoice(
+        id=r.id,
+        client_id=r.client_id,
+        number=r.number,
+        currency=r.currency,
+        issue_date=r.issue_date,
+        due_date=r.due_date,
+        total=r.total,
+        amount_due=r.amount_due,
+        status=InvoiceStatus(r.status),
+        discount=terms,
+        paid_amount=r.paid_amount,
+        credited_amount=r.credited_amount,
+        disputed=r.disputed,
+        paid_at=r.paid_at,
+    )
+
+
+def _invoice_state(inv: Invoice) -> dict[str, Any]:
+    return {
+        "amount_due": inv.amount_due,
+        "paid_amount": inv.paid_amount,
+        "credited_amount": inv.credited_amount,
+        "status": inv.status.value,
+        "disputed": inv.disputed,
+        "paid_at": inv.paid_at,
+    }
+
+
+def _payment(r: Any) -> Payment:
+    return Payment(
+        id=r.id,
+        client_id=r.client_id,
+        currency=r.currency,
+        amount=r.amount,
+        received_at=r.received_at,
+        invoice_ids=tuple(r.invoice_ids or ()),
+        allocated=r.allocated,
+        refunded=r.refunded,
+        held=r.held,
+    )
+
+
+def _allocation(r: Any) -> Allocation:
+    return Allocation(
+        id=r.id,
+        payment_id=r.payment_id,
+        invoice_id=r.invoice_id,
+        client_id=r.client_id,
+        currency=r.currency,
+        amount=r.amount,
+        discount=r.discount,
+        value_date=r.value_date,
+        days_late=r.days_late,
+        created_at=r.created_at,
+        cause=r.cause,
+        reverses=r.reverses,
+    )
+
+
+def _dispute(r: Any) -> Dispute:
+    return Dispute(
+        id=r.id,
+        invoice_id=r.invoice_id,
+        client_id=r.client_id,
+        reason=r.reason,
+        opened_at=r.opened_at,
+        status=DisputeStatus(r.status),
+        amount=r.amount,
+        note=r.note,
+        resolved_at=r.resolved_at,
+        resolution_note=r.resolution_note,
+        credit_note_id=r.credit_note_id,
+    )
+
+
+def _credit_note(r: Any) -> CreditNoteRecord:
+    return CreditNoteRecord(
+        id=r.id,
+        invoice_id=r.invoice_id,
+        client_id=r.client_id,
+        currency=r.currency,
+        amount=r.amount,
+        reason=r.reason,
+        dispute_id=r.dispute_id,
+        issued_at=r.issued_at,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Repositories
+# --------------------------------------------------------------------------------------------------
+
+
+class ClientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, client_id: str, *, lock: bool = False) -> ClientRecord | None:
+        stmt = select(client).where(client.c.id == client_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).first()
+        return _client_record(row) if row else None
+
+    async def by_external_id(self, external_id: str) -> ClientRecord | None:
+        row = (await self.session.execute(select(client).where(client.c.external_id == external_id))).first()
+        return _client_record(row) if row else None
+
+    async def add(self, c: ClientRecord) -> None:
+        await self.session.execute(insert(client).values(**client_values(c)))
+
+    async def save(self, c: ClientRecord) -> None:
+        values = client_values(c)
+        values.pop("id")
+        values.pop("created_at")
+        await self.session.execute(update(client).where(client.c.id == c.id).values(**values))
+
+    async def list_after(
+        self,
+        after: Sequence[Any] | None,
+        limit: int,
+        *,
+        segment: str | None = None,
+        external_id: str | None = None,
+    ) -> list[ClientRecord]:
+        stmt = select(client).order_by(client.c.created_at, client.c.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                tuple_(client.c.created_at, client.c.id) > tuple_(literal(after[0]), literal(after[1]))
+            )
+        if segment is not None:
+            stmt = stmt.where(client.c.segment == segment)
+        if external_id is not None:
+            stmt = stmt.where(client.c.external_id == external_id)
+        return [_client_record(r) for r in (await self.session.execute(stmt)).all()]
+
+
+class InvoiceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, invoice_id: str) -> Invoice | None:
+        row = (await self.session.execute(select(invoice).where(invoice.c.id == invoice_id))).first()
+        return _invoice(row) if row else None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Invoice]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        rows = (await self.session.execute(select(invoice).where(invoice.c.id.in_(wanted)))).all()
+        return {r.id: _invoice(r) for r in rows}
+
+    async def record(self, invoice_id: str) -> InvoiceRecord | None:
+        row = (await self.session.execute(select(invoice).where(invoice.c.id == invoice_id))).first()
+        if row is None:
+            return None
+        lines = await self._lines([invoice_id])
+        return self._record(row, lines.get(invoice_id, ()))
+
+    @staticmethod
+    def _record(row: Any, lines: Sequence[PricedLine]) -> InvoiceRecord:
+        return InvoiceRecord(
+            invoice=_invoice(row),
+            subtotal=row.subtotal,
+            tax=row.tax,
+            credit_applied=row.credit_applied,
+            lines=tuple(lines),
+            created_at=row.created_at,
+            voided_at=row.voided_at,
+            void_reason=row.void_reason,
+        )
+
+    async def _lines(self, ids: Sequence[str]) -> dict[str, list[PricedLine]]:
+        out: dict[str, list[PricedLine]] = {}
+        if not ids:
+            return out
+        rows = (
+            await self.session.execute(
+                select(invoice_line)
+                .where(invoice_line.c.invoice_id.in_(ids))
+                .order_by(invoice_line.c.invoice_id, invoice_line.c.position)
+            )
+        ).all()
+        for r in rows:
+            out.setdefault(r.invoice_id, []).append(
+                PricedLine(
+                    description=r.description,
+                    quantity=r.quantity,
+                    unit_price_minor=r.unit_price_minor,
+                    tax_rate_bp=r.tax_rate_bp,
+                    net=r.net,
+                    tax=r.tax,
+                )
+            )
+        return out
+
+    async def number_taken(self, client_id: str, number: str) -> bool:
+        stmt = select(invoice.c.id).where(invoice.c.client_id == client_id, invoice.c.number == number)
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def add(self, rec: InvoiceRecord) -> None:
+        inv = rec.invoice
+        d = inv.discount
+        await self.session.execute(
+            insert(invoice).values(
+                id=inv.id,
+                client_id=inv.client_id,
+                number=inv.number,
+                currency=inv.currency,
+                issue_date=inv.issue_date,
+                due_date=inv.due_date,
+                subtotal=rec.subtotal,
+                tax=rec.tax,
+                total=inv.total,
+                credit_applied=rec.credit_applied,
+                discount_rate_bp=d.rate_bp if d else None,
+                discount_days=d.days if d else None,
+                discount_until=d.until if d else None,
+                discount_amount=d.amount if d else None,
+                created_at=rec.created_at,
+                voided_at=None,
+                void_reason=None,
+                **_invoice_state(inv),
+            )
+        )
+        if rec.lines:
+            await self.session.execute(
+                insert(invoice_line),
+                [
+                    {
+                        "invoice_id": inv.id,
+                        "position": n,
+                        "description": li.description,
+                        "quantity": li.quantity,
+                        "unit_price_minor": li.unit_price_minor,
+                        "tax_rate_bp": li.tax_rate_bp,
+                        "net": li.net,
+                        "tax": li.tax,
+                    }
+                    for n, li in enumerate(rec.lines)
+                ],
+            )
+
+    async def save(self, inv: Invoice, **extra: Any) -> None:
+        await self.session.execute(
+            update(invoice).where(invoice.c.id == inv.id).values(**_invoice_state(inv), **extra)
+        )
+
+    async def set_credit_applied(self, invoice_id: str, amount: int) -> None:
+        await self.session.execute(
+            update(invoice).where(invoice.c.id == invoice_id).values(credit_applied=amount)
+        )
+
+    async def open_for_client(self, client_id: str, currency: str) -> list[Invoice]:
+        stmt = select(invoice).where(
+            invoice.c.client_id == client_id,
+            invoice.c.status == InvoiceStatus.OPEN.value,
+            invoice.c.currency == currency,
+            invoice.c.amount_due > 0,
+        )
+        return [_invoice(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def open_items(self, client_id: str) -> list[InvoiceRecord]:
+        stmt = (
+            select(invoice)
+            .where(
+                invoice.c.client_id == client_id,
+                invoice.c.status == InvoiceStatus.OPEN.value,
+                invoice.c.amount_due > 0,
+            )
+            .order_by(invoice.c.due_date, invoice.c.amount_due.desc(), invoice.c.id)
+        )
+        return [self._record(r, ()) for r in (await self.session.execute(stmt)).all()]
+
+    async def list_after(
+        self,
+        after: Sequence[Any] | None,
+        limit: int,
+        *,
+        client_id: str | None = None,
+        status: str | None = None,
+        overdue_as_of: date | None = None,
+    ) -> list[InvoiceRecord]:
+        stmt = select(invoice).order_by(invoice.c.created_at, invoice.c.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                tuple_(invoice.c.created_at, invoice.c.id)
+                > tuple_(literal(after[0], UtcDateTime), literal(after[1]))
+            )
+        if client_id is not None:
+            stmt = stmt.where(invoice.c.client_id == client_id)
+        if status is not None:
+            stmt = stmt.where(invoice.c.status == status)
+        if overdue_as_of is not None:
+            stmt = stmt.where(
+                invoice.c.status == InvoiceStatus.OPEN.value,
+                invoice.c.amount_due > 0,
+                invoice.c.due_date < overdue_as_of,
+            )
+        rows = (await self.session.execute(stmt)).all()
+        lines = await self._lines([r.id for r in rows])
+        return [self._record(r, lines.get(r.id, ())) for r in rows]
+
+    async def add_credit_note(self, cn: CreditNoteRecord) -> None:
+        await self.session.execute(
+            insert(credit_note).values(
+                id=cn.id,
+                invoice_id=cn.invoice_id,
+                client_id=cn.client_id,
+                currency=cn.currency,
+                amount=cn.amount,
+                reason=cn.reason,
+                dispute_id=cn.dispute_id,
+                issued_at=cn.issued_at,
+            )
+        )
+
+    async def credit_notes(self, invoice_id: str) -> list[CreditNoteRecord]:
+        stmt = (
+            select(credit_note)
+            .where(credit_note.c.invoice_id == invoice_id)
+            .order_by(credit_note.c.issued_at)
+        )
+        return [_credit_note(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def add_ledger(self, entries: Iterable[LedgerEntry]) -> None:
+        rows = [
+            {
+                "invoice_id": e.invoice_id,
+                "client_id": e.client_id,
+                "currency": e.currency,
+                "entry_date": e.entry_date,
+                "kind": e.kind.value,
+                "amount": e.amount,
+            }
+            for e in entries
+            if e.amount != 0
+        ]
+        if rows:
+            await self.session.execute(insert(ledger_entry), rows)
+
+
+class DisputeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, dispute_id: str) -> Dispute | None:
+        row = (await self.session.execute(select(dispute).where(dispute.c.id == dispute_id))).first()
+        return _dispute(row) if row else None
+
+    async def has_open(self, invoice_id: str) -> bool:
+        stmt = select(dispute.c.id).where(
+            dispute.c.invoice_id == invoice_id, dispute.c.status == DisputeStatus.OPEN.value
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def for_invoice(self, invoice_id: str) -> list[Dispute]:
+        stmt = select(dispute).where(dispute.c.invoice_id == invoice_id).order_by(dispute.c.opened_at)
+        return [_dispute(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def add(self, d: Dispute) -> None:
+        await self.session.execute(
+            insert(dispute).values(
+                id=d.id,
+                invoice_id=d.invoice_id,
+                client_id=d.client_id,
+                reason=d.reason,
+                note=d.note,
+                amount=d.amount,
+                status=d.status.value,
+                opened_at=d.opened_at,
+                resolved_at=None,
+                resolution_note=None,
+                credit_note_id=None,
+            )
+        )
+
+    async def save(self, d: Dispute) -> None:
+        await self.session.execute(
+            update(dispute)
+            .where(dispute.c.id == d.id)
+            .values(
+                status=d.status.value,
+                resolved_at=d.resolved_at,
+                resolution_note=d.resolution_note,
+                credit_note_id=d.credit_note_id,
+            )
+        )
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, payment_id: str) -> Payment | None:
+        row = (await self.session.execute(select(payment).where(payment.c.id == payment_id))).first()
+        return _payment(row) if row else None
+
+    async def add(
+        self, p: Payment, *, method: str | None, processor: str | None, reference: str | None, now: datetime
+    ) -> None:
+        await self.session.execute(
+            insert(payment).values(
+                id=p.id,
+                client_id=p.client_id,
+                currency=p.currency,
+                amount=p.amount,
+                received_at=p.received_at,
+                method=method,
+                processor=processor,
+                reference=reference,
+                invoice_ids=list(p.invoice_ids),
+                allocated=p.allocated,
+                refunded=p.refunded,
+                held=p.held,
+                created_at=now,
+            )
+        )
+
+    async def save(self, p: Payment) -> None:
+        await self.session.execute(
+            update(payment)
+            .where(payment.c.id == p.id)
+            .values(allocated=p.allocated, refunded=p.refunded, held=p.held)
+        )
+
+    async def with_credit(self, client_id: str, currency: str | None = None) -> list[Payment]:
+        unapplied = payment.c.amount - payment.c.allocated - payment.c.refunded - payment.c.held
+        stmt = select(payment).where(payment.c.client_id == client_id, unapplied > 0)
+        if currency is not None:
+            stmt = stmt.where(payment.c.currency == currency)
+        return [_payment(r) for r in (await self.session.execute(stmt.order_by(payment.c.received_at))).all()]
+
+    async def allocations(self, payment_id: str) -> list[Allocation]:
+        stmt = select(allocation).where(allocation.c.payment_id == payment_id).order_by(allocation.c.id)
+        return [_allocation(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def allocations_by_id(self, ids: Iterable[int]) -> dict[int, Allocation]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        rows = (await self.session.execute(select(allocation).where(allocation.c.id.in_(wanted)))).all()
+        return {r.id: _allocation(r) for r in rows}
+
+    async def add_allocations(self, rows: Iterable[Allocation]) -> None:
+        values = [
+            {
+                "payment_id": a.payment_id,
+                "invoice_id": a.invoice_id,
+                "client_id": a.client_id,
+                "currency": a.currency,
+                "amount": a.amount,
+                "discount": a.discount,
+                "value_date": a.value_date,
+                "days_late": a.days_late,
+                "cause": a.cause,
+                "reverses": a.reverses,
+                "created_at": a.created_at,
+            }
+            for a in rows
+        ]
+        # One statement per row keeps ids in creation order (undo relies on it: newest first).
+        for v in values:
+            await self.session.execute(insert(allocation).values(**v))
+
+    async def adjustment(self, adjustment_id: str) -> Any:
+        stmt = select(payment_adjustment).where(payment_adjustment.c.id == adjustment_id)
+        return (await self.session.execute(stmt)).first()
+
+    async def add_adjustment(
+        self, adjustment_id: str, kind: str, p: Payment, amount: int, status: str, now: datetime
+    ) -> None:
+        await self.session.execute(
+            insert(payment_adjustment).values(
+                id=adjustment_id,
+                kind=kind,
+                payment_id=p.id,
+                client_id=p.client_id,
+                amount=amount,
+                status=status,
+                created_at=now,
+                closed_at=None,
+            )
+        )
+
+    async def close_adjustment(self, adjustment_id: str, status: str, now: datetime) -> None:
+        await self.session.execute(
+            update(payment_adjustment)
+            .where(payment_adjustment.c.id == adjustment_id)
+            .values(status=status, closed_at=now)
+        )
+
+    async def credit_by_currency(self, client_id: str) -> dict[str, int]:
+        unapplied = payment.c.amount - payment.c.allocated - payment.c.refunded - payment.c.held
+        stmt = (
+            select(payment.c.currency, func.sum(unapplied))
+            .where(payment.c.client_id == client_id, unapplied > 0)
+            .group_by(payment.c.currency)
+        )
+        return {cur: int(total) for cur, total in (await self.session.execute(stmt)).all()}
+
+
+GROUP_COLUMNS: Mapping[str, Any] = {
+    "client": client.c.id,
+    "account_manager": client.c.account_manager_email,
+    "segment": client.c.segment,
+}
+
+
+class ReportRepository:
+    """Report queries; all amounts are per currency, balances as of a date come from the ledger."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _balances(self, as_of: date) -> Any:
+        return (
+            select(ledger_entry.c.invoice_id, func.sum(ledger_entry.c.amount).label("balance"))
+            .where(ledger_entry.c.entry_date <= as_of)
+            .group_by(ledger_entry.c.invoice_id)
+            .having(func.sum(ledger_entry.c.amount) != 0)
+            .subquery("bal")
+        )
+
+    def aging_statement(self, as_of: date, group_by: str) -> Any:
+        bal = self._balances(as_of)
+        cut = dict(bucket_cutoffs(as_of))
+        bucket = case(
+            (invoice.c.due_date >= cut["current"], literal("current")),
+            (invoice.c.due_date >= cut["1-30"], literal("1-30")),
+            (invoice.c.due_date >= cut["31-60"], literal("31-60")),
+            (invoice.c.due_date >= cut["61-90"], literal("61-90")),
+            else_=literal("90+"),
+        ).label("bucket")
+        key = GROUP_COLUMNS[group_by]
+        label = client.c.name if group_by == "client" else client.c.account_manager_name
+        return (
+            select(
+                invoice.c.currency,
+                key.label("key"),
+                func.max(label).label("label"),
+                bucket,
+                func.sum(bal.c.balance).label("amount"),
+                func.count().label("invoices"),
+            )
+            .select_from(
+                bal.join(invoice, invoice.c.id == bal.c.invoice_id).join(
+                    client, client.c.id == invoice.c.client_id
+                )
+            )
+            .group_by(invoice.c.currency, key, bucket)
+        )
+
+    async def aging(self, as_of: date, group_by: str) -> list[Any]:
+        return list((await self.session.execute(self.aging_statement(as_of, group_by))).all())
+
+    async def receivables(self, as_of: date) -> dict[str, tuple[int, int]]:
+        """Per currency: (total receivables, current = not yet due) on ``as_of``."""
+        bal = self._balances(as_of)
+        current = case((invoice.c.due_date >= as_of, bal.c.balance), else_=0)
+        stmt = (
+            select(invoice.c.currency, func.sum(bal.c.balance), func.sum(current))
+            .select_from(bal.join(invoice, invoice.c.id == bal.c.invoice_id))
+            .group_by(invoice.c.currency)
+        )
+        return {c: (int(t or 0), int(cur or 0)) for c, t, cur in (await self.session.execute(stmt)).all()}
+
+    async def sales(self, start: date, end: date) -> dict[str, int]:
+        """Credit sales per currency: totals of invoices issued in [start, end], voided ones excluded."""
+        stmt = (
+            select(invoice.c.currency, func.sum(invoice.c.total))
+            .where(
+                invoice.c.issue_date >= start,
+                invoice.c.issue_date <= end,
+                invoice.c.status != InvoiceStatus.VOID.value,
+            )
+            .group_by(invoice.c.currency)
+        )
+        return {c: int(t or 0) for c, t in (await self.session.execute(stmt)).all()}
+
+    async def overdue_by_client(self, as_of: date) -> list[Any]:
+        bal = self._balances(as_of)
+        stmt = (
+            select(
+                invoice.c.currency,
+                invoice.c.client_id,
+                func.max(client.c.name).label("name"),
+                func.sum(bal.c.balance).label("amount"),
+            )
+            .select_from(
+                bal.join(invoice, invoice.c.id == bal.c.invoice_id).join(
+                    client, client.c.id == invoice.c.client_id
+                )
+            )
+            .where(invoice.c.due_date < as_of, bal.c.balance > 0)
+            .group_by(invoice.c.currency, invoice.c.client_id)
+        )
+        return list((await self.session.execute(stmt)).all())
+
+    async def payment_delay(self, since: date | None, until: date) -> list[Any]:
+        """Per client and currency: sum(cash), sum(cash * days late), over cash valued in [since, until]."""
+        conds = [allocation.c.value_date <= until]
+        if since is not None:
+            conds.append(allocation.c.value_date >= since)
+        stmt = (
+            select(
+                allocation.c.client_id,
+                allocation.c.currency,
+                func.max(client.c.name).label("name"),
+                func.sum(allocation.c.amount).label("cash"),
+                func.sum(allocation.c.amount * allocation.c.days_late).label("weighted"),
+            )
+            .select_from(allocation.join(client, client.c.id == allocation.c.client_id, isouter=True))
+            .where(and_(*conds))
+            .group_by(allocation.c.client_id, allocation.c.currency)
+        )
+        return list((await self.session.execute(stmt)).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# Unit of work
+# --------------------------------------------------------------------------------------------------
+
+
+class UnitOfWork:
+    """One transaction: repositories over one session, events to the outbox, one commit.
+
+    ``owns_transaction=False`` wraps a session whose transaction belongs to someone else (the consumer
+    runner): ``commit()`` then only writes the outbox rows; the runner commits.
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        clock: Clock,
+        *,
+        owns_transaction: bool = True,
+        caused_by: Envelope[Any] | None = None,
+        correlation_id: str | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.clock = clock
+        self.owns_transaction = owns_transaction
+        self.caused_by = caused_by
+        self.correlation_id = correlation_id
+        self.on_commit = on_commit
+        self.clients = ClientRepository(session)
+        self.invoices = InvoiceRepository(session)
+        self.disputes = DisputeRepository(session)
+        self.payments = PaymentRepository(session)
+        self.reports = ReportRepository(session)
+        self._pending: list[Envelope[Any]] = []
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None and self.owns_transaction:
+            await self.session.rollback()
+        if self.owns_transaction:
+            await self.session.close()
+
+    def emit(self, *payloads: Payload) -> None:
+        """Queue events; they reach the outbox in this transaction."""
+        now = self.clock.now()
+        for p in payloads:
+            self._pending.append(
+                new_event(
+                    p, source=SERVICE, time=now, caused_by=self.caused_by, correlation_id=self.correlation_id
+                )
+            )
+
+    async def flush_events(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await enqueue(self.session, *pending, now=self.clock.now())
+
+    async def commit(self) -> None:
+        await self.flush_events()
+        if self.owns_transaction:
+            await self.session.commit()
+            if self.on_commit is not None:
+                self.on_commit()
+
+    async def store(self, decision: Decision) -> None:
+        """Persist an allocation decision: invoices, payments, allocation rows, ledger entries."""
+        for inv in decision.invoices:
+            await self.invoices.save(inv)
+        for p in decision.payments:
+            await self.payments.save(p)
+        await self.payments.add_allocations(decision.allocations)
+        await self.invoices.add_ledger(decision.ledger)
+
+
+UnitOfWorkFactory = Callable[..., UnitOfWork]
+
+
+def uow_factory(
+    sessionmaker: async_sessionmaker[AsyncSession], clock: Clock, on_commit: Callable[[], None] | None = None
+) -> UnitOfWorkFactory:
+    def make(**kw: Any) -> UnitOfWork:
+        return UnitOfWork(sessionmaker(), clock, on_commit=on_commit, **kw)
+
+    return make
