@@ -1,0 +1,105 @@
+"""What is dunnable today: per-currency balances, minimums, disputes and the carrying invoice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from dunning_svc.domain.model import OpenInvoice
+from dunning_svc.domain.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """The client's position on one day under one policy."""
+
+    #: overdue, undisputed amount per currency (every currency with something overdue)
+    overdue: dict[str, int]
+    #: overdue undisputed invoices in currencies at or above the policy minimum
+    dunnable_overdue: tuple[OpenInvoice, ...]
+    #: undisputed invoices within the policy's scope (overdue, plus due within the pre-due lead)
+    #: in currencies at or above the minimum
+    dunnable_in_scope: tuple[OpenInvoice, ...]
+    #: the same as dunnable_in_scope but counting disputed invoices: tells "all disputed" from "all paid"
+    in_scope_with_disputes: tuple[OpenInvoice, ...]
+    #: ids of the in-scope invoices that are not overdue yet (the pre-due anchors)
+    upcoming_ids: frozenset[str] = frozenset()
+
+    @property
+    def has_overdue(self) -> bool:
+        return bool(self.dunnable_overdue)
+
+    @property
+    def has_in_scope(self) -> bool:
+        return bool(self.dunnable_in_scope)
+
+    @property
+    def only_disputed(self) -> bool:
+        return not self.dunnable_in_scope and bool(self.in_scope_with_disputes)
+
+
+def age(inv: OpenInvoice, today: date) -> int:
+    """Days past due (1 on the first late day, negative before the due date)."""
+    return (today - inv.due_date).days
+
+
+def _above_minimum(invoices: Iterable[OpenInvoice], policy: Policy) -> tuple[OpenInvoice, ...]:
+    invs = tuple(invoices)
+    totals: dict[str, int] = {}
+    for inv in invs:
+        totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
+    return tuple(inv for inv in invs if totals[inv.currency] >= policy.minimum(inv.currency))
+
+
+def exposure(
+    invoices: Iterable[OpenInvoice], policy: Policy, today: date, local_disputes: frozenset[str] = frozenset()
+) -> Exposure:
+    """Split the open invoices into what may be dunned today, per currency and minimum."""
+    scope_age = policy.scope_start_age
+    live = [i for i in invoices if i.amount_due > 0]
+    undisputed = [i for i in live if not (i.disputed or i.invoice_id in local_disputes)]
+    overdue_undisputed = [i for i in undisputed if age(i, today) >= 1]
+    overdue: dict[str, int] = {}
+    for inv in overdue_undisputed:
+        overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
+    return Exposure(
+        overdue=overdue,
+        dunnable_overdue=_above_minimum(overdue_undisputed, policy),
+        dunnable_in_scope=_above_minimum((i for i in undisputed if age(i, today) >= scope_age), policy),
+        in_scope_with_disputes=_above_minimum((i for i in live if age(i, today) >= scope_age), policy),
+        upcoming_ids=frozenset(i.invoice_id for i in undisputed if scope_age <= age(i, today) < 1),
+    )
+
+
+def carrying_invoice(exp: Exposure) -> OpenInvoice | None:
+    """The anchor: the oldest unpaid overdue invoice (largest on a tie); before anything is overdue,
+    the invoice with the earliest upcoming due date."""
+    pool = exp.dunnable_overdue or tuple(i for i in exp.dunnable_in_scope if i.invoice_id in exp.upcoming_ids)
+    if not pool:
+        return None
+    return min(pool, key=lambda i: (i.due_date, -i.amount_due, i.invoice_id))
+
+
+def entry_date(
+    invoices: Iterable[OpenInvoice], policy: Policy, local_disputes: frozenset[str]
+) -> date | None:
+    """The earliest day on which some currency's undisputed balance enters the policy's scope at or
+    above its minimum, and the first step could be due (a lower bound used to set the next wake-up)."""
+    by_currency: dict[str, list[OpenInvoice]] = {}
+    for inv in invoices:
+        if inv.amount_due > 0 and not (inv.disputed or inv.invoice_id in local_disputes):
+            by_currency.setdefault(inv.currency, []).append(inv)
+    best: date | None = None
+    for currency, invs in by_currency.items():
+        invs.sort(key=lambda i: i.due_date)
+        cumulative = 0
+        for inv in invs:
+            cumulative += inv.amount_due
+            if cumulative >= policy.minimum(currency):
+                entry = inv.due_date + timedelta(days=policy.scope_start_age)
+                first = invs[0].due_date + timedelta(days=policy.first_at)
+                day = max(entry, first)
+                best = day if best is None else min(best, day)
+                break
+    return best
