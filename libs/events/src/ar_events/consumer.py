@@ -109,7 +109,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConsumerRunner:
-    """Consumes ``topics`` (logical names; the prefix is applied) as member of ``group_id``."""
+    """Consumes ``topics`` as a member of ``group_id`` (logical names: the topic prefix is applied to both).
+
+    ``name`` (default: the group id) is the consumer's name in the inbox and in metrics.
+    """
 
     def __init__(
         self,
@@ -151,13 +154,13 @@ class ConsumerRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, leave the group, close."""
         self._stop = stop
-        consumer = make_consumer(self.kafka, self.group_id, **self._consumer_options)
+        # The topic prefix isolates tests and tenants; it isolates their consumer groups too.
+        consumer = make_consumer(self.kafka, self.kafka.topic(self.group_id), **self._consumer_options)
         producer = self._producer or make_producer(self.kafka)
         self._consumer, self._producer = consumer, producer
         try:
             await self._start(consumer, producer, stop)
             while not stop.is_set():
-                generation = self._generation
                 try:
                     batch = await consumer.getmany(
                         timeout_ms=self.poll_timeout_ms, max_records=self.settings.batch_max_records
@@ -168,9 +171,11 @@ class ConsumerRunner:
                     continue
                 if not batch:
                     continue
+                generation = self._generation  # the records belong to the assignment current right now
                 async with self._lock:
                     if generation != self._generation:
-                        # A rebalance happened since the poll: positions were reset, the records come again.
+                        # Revoked while waiting: the next assignment restarts from the committed offsets,
+                        # so these records come again (to us or to the new owner).
                         continue
                     try:
                         await self._handle_batch(consumer, batch)

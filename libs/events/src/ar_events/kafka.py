@@ -41,7 +41,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str | None, **overrides: Any) 
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "session_timeout_ms": 10_000,
+        "session_timeout_ms": 6_000,
         "heartbeat_interval_ms": 1_000,
         "max_poll_interval_ms": 300_000,
         "retry_backoff_ms": 200,
