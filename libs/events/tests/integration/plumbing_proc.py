@@ -1,7 +1,7 @@
 """A relay or a consumer as its own process, for the crash-injection test (killed with SIGKILL at random).
 
-    python plumbing_proc.py relay    --db URL --bootstrap HOST:PORT --prefix P
-    python plumbing_proc.py consumer --db URL --bootstrap HOST:PORT --prefix P --group G
+python plumbing_proc.py relay    --db URL --bootstrap HOST:PORT --prefix P
+python plumbing_proc.py consumer --db URL --bootstrap HOST:PORT --prefix P --group G
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ async def main() -> None:
     parser.add_argument("--group", default="crash")
     parser.add_argument("--lease-ttl", type=float, default=2.0)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)
     engine = make_engine(args.db)
