@@ -62,7 +62,11 @@ def _consumer(kafka: KafkaSettings, group_id: str | None = None, **overrides: An
 
 @contextlib.asynccontextmanager
 async def _started(consumer: AIOKafkaConsumer) -> AsyncIterator[AIOKafkaConsumer]:
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
     try:
         yield consumer
     finally:
@@ -77,6 +81,14 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     if not parts:
         raise LookupError(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
+async def _start_producer(producer: Any) -> None:
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
 
 
 # ------------------------------------------------------------------------------------------ topics
@@ -250,8 +262,8 @@ class PartitionLag:
 async def list_groups(kafka: KafkaSettings) -> list[str]:
     """Consumer group ids known to the broker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="arctl")
-    await admin.start()
     try:
+        await admin.start()
         groups = await admin.list_consumer_groups()
     finally:
         await admin.close()
@@ -335,7 +347,7 @@ async def dlq_replay(
                 f"offset {offset} exists in partitions {[r.partition for r in letters]}: give --partition"
             )
     producer = make_producer(kafka, client_id="arctl")
-    await producer.start()
+    await _start_producer(producer)
     out: list[Replayed] = []
     try:
         for letter in letters:
@@ -364,7 +376,7 @@ async def send_command(
     envelope = new_event(command, source=source, time=now or datetime.now(UTC))
     topic = kafka.topic(str(type(command).TOPIC))
     producer = make_producer(kafka, client_id="arctl")
-    await producer.start()
+    await _start_producer(producer)
     try:
         meta = await producer.send_and_wait(
             topic,
