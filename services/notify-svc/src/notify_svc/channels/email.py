@@ -52,12 +52,13 @@ def build_message(
     msg["Subject"] = rendered.subject
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
-    msg["Content-Language"] = rendered.language.replace("_", "-")
     msg["Auto-Submitted"] = "auto-generated"
     for name, value in extra_headers:
         msg[name] = value
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # After the parts exist: making the message multipart moves Content-* headers into the first part.
+    msg["Content-Language"] = rendered.language.replace("_", "-")
     return Mail(
         envelope_from=mailbox_address, recipient=to_address, data=msg.as_bytes(), message_id=message_id
     )
@@ -124,7 +125,11 @@ class SmtpSender:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(s.quick_retries),
-                wait=wait_exponential_jitter(initial=s.quick_retry_initial_s, max=s.quick_retry_max_s),
+                wait=wait_exponential_jitter(
+                    multiplier=s.quick_retry_initial_s,
+                    max=s.quick_retry_max_s,
+                    jitter=s.quick_retry_initial_s,
+                ),
                 retry=retry_if_exception(lambda e: isinstance(e, _Transient)),
                 reraise=True,
             ):

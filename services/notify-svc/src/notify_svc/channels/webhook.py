@@ -54,7 +54,7 @@ class WebhookSender:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(s.connect_retries),
-                wait=wait_exponential_jitter(initial=0.2, max=2.0),
+                wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
                 retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
                 reraise=True,
             ):
