@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 
@@ -59,3 +63,76 @@ class SimulatedClock:
             raise ValueError("the simulated clock only moves forward")
         self._offset += delta
         return self.now()
+
+
+@dataclass
+class SharedSimulatedClock:
+    """Simulated time kept in a small JSON file, so every process of a stack agrees on it and a restarted
+    process (kill -9 in the chaos tests) comes back at the same simulated time instead of the start.
+
+    The file holds ``start`` (simulated time at ``origin``), ``origin`` (wall-clock epoch seconds), ``speed``
+    and ``offset_s`` (added by :meth:`advance`). Reads are cached by the file's mtime.
+    """
+
+    path: Path
+    _cache: tuple[int, _SharedState] | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(
+        cls, path: Path, *, start: datetime, speed: float, replace: bool = False
+    ) -> SharedSimulatedClock:
+        """Create the state file unless it exists (``replace=True`` starts over)."""
+        if replace or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_state(path, _SharedState(start.astimezone(UTC), time.time(), speed, 0.0))
+        return cls(path)
+
+    def _state(self) -> _SharedState:
+        mtime = self.path.stat().st_mtime_ns
+        if self._cache is None or self._cache[0] != mtime:
+            self._cache = (mtime, _read_state(self.path))
+        return self._cache[1]
+
+    def now(self) -> datetime:
+        s = self._state()
+        return s.start + timedelta(seconds=(time.time() - s.origin) * s.speed + s.offset_s)
+
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta(0):
+            raise ValueError("the simulated clock only moves forward")
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            s = _read_state(self.path)
+            _write_state(
+                self.path, _SharedState(s.start, s.origin, s.speed, s.offset_s + delta.total_seconds())
+            )
+        self._cache = None
+        return self.now()
+
+
+@dataclass(frozen=True)
+class _SharedState:
+    start: datetime
+    origin: float
+    speed: float
+    offset_s: float
+
+
+def _read_state(path: Path) -> _SharedState:
+    raw = json.loads(path.read_text())
+    return _SharedState(
+        datetime.fromisoformat(raw["start"]),
+        float(raw["origin"]),
+        float(raw["speed"]),
+        float(raw["offset_s"]),
+    )
+
+
+def _write_state(path: Path, s: _SharedState) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(
+        json.dumps(
+            {"start": s.start.isoformat(), "origin": s.origin, "speed": s.speed, "offset_s": s.offset_s}
+        )
+    )
+    os.replace(tmp, path)
