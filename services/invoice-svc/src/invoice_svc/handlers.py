@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from ar_events import events as ev
 from ar_events.envelope import Envelope
 from ar_events.money import Money
@@ -141,7 +143,12 @@ async def update_client(uow: UnitOfWork, client_id: str, patch: ClientPatch) -> 
         "preferences": current.preferences,
     }
     merged.update(patch.model_dump(mode="json", exclude_unset=True))
-    body = ClientIn.model_validate(merged)  # re-checks the whole client (billing contact, ...)
+    try:
+        body = ClientIn.model_validate(merged)  # re-checks the whole client (billing contact, ...)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "body"
+        raise invalid(path, first["msg"]) from None
     if body.external_id != current.external_id:
         other = await uow.clients.by_external_id(body.external_id)
         if other is not None and other.id != client_id:

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ar_events.events import (
     Contact,
@@ -75,11 +75,12 @@ class ClientIn(_In):
     credit_limit: NonNegativeMoney | None = None
     preferences: NotificationPreferences = NotificationPreferences()
 
-    @model_validator(mode="after")
-    def _billing_contact(self) -> ClientIn:
-        if not any(c.role is ContactRole.BILLING for c in self.contacts):
-            raise ValueError("contacts: at least one contact must have the role 'billing'")
-        return self
+    @field_validator("contacts")
+    @classmethod
+    def _billing_contact(cls, contacts: list[Contact]) -> list[Contact]:
+        if not any(c.role is ContactRole.BILLING for c in contacts):
+            raise ValueError("at least one contact must have the role 'billing'")
+        return contacts
 
 
 class ClientPatch(_In):
@@ -97,6 +98,11 @@ class ClientPatch(_In):
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     credit_limit: NonNegativeMoney | None = None
     preferences: NotificationPreferences | None = None
+
+    @field_validator("contacts")
+    @classmethod
+    def _billing_contact(cls, contacts: list[Contact] | None) -> list[Contact] | None:
+        return None if contacts is None else ClientIn._billing_contact(contacts)
 
 
 class ClientOut(BaseModel):
