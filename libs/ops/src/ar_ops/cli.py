@@ -196,7 +196,8 @@ def topics(
     """Topics with their partition counts and record counts."""
     infos: list[kt.TopicInfo] = _run(kt.describe_topics(_ctx(ctx).kafka(), all_topics=all_topics))
     table = Table(title=f"topics on {_ctx(ctx).bootstrap}")
-    for column in ("topic", "partitions", "records", "end offsets"):
+    table.add_column("topic", no_wrap=True)
+    for column in ("partitions", "records", "end offsets"):
         table.add_column(column)
     for info in infos:
         ends = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
@@ -260,9 +261,7 @@ def lag(
     rows: list[kt.PartitionLag] = _run(kt.consumer_lag(_ctx(ctx).kafka(), group or None))
     table = Table(title="consumer lag")
     for column in ("group", "topic", "partition", "committed", "end", "lag"):
-        table.add_column(
-            column, justify="right" if column in ("partition", "committed", "end", "lag") else "left"
-        )
+        table.add_column(column, justify="left" if column in ("group", "topic") else "right", no_wrap=True)
     totals: dict[str, int] = {}
     for row in rows:
         totals[row.group] = totals.get(row.group, 0) + row.lag

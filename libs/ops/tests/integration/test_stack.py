@@ -79,10 +79,10 @@ async def test_stack_up_provisions_credentials_and_down_stops_everything(tmp_pat
         assert {p.stem for p in config.run_dir.glob("*.pid")} == {"broker", "smtp", "invoice", "payment"}
         with pytest.raises(StackError, match="already running"):
             await devstack.start_stack(config)
-        assert (
-            "api-key" not in config.log_file("invoice").read_text()
-            or creds["api_key"] not in config.log_file("invoice").read_text()
-        )
+        for name in ("invoice", "payment"):
+            log = config.log_file(name).read_text()
+            assert creds["api_key"] not in log
+            assert not any(secret in log for secret in creds["webhook_secrets"].values())
     finally:
         results = devstack.stop_stack(config)
     assert set(results) == {"broker", "smtp", "invoice", "payment"}
