@@ -601,7 +601,7 @@ async def pareto_report(uow: UnitOfWork, as_of: date | None, fraction: float) ->
                 top_count=view.top_count,
                 top_overdue=view.top_overdue,
                 total_overdue=view.total_overdue,
-                top_share=_round(view.top_share * 100) / 100 if view.top_share is not None else None,  # type: ignore[operator]
+                top_share=round(view.top_share, 4) if view.top_share is not None else None,
                 top_clients=[
                     ParetoClient(client_id=c, client_name=names.get(c), overdue=a)
                     for c, a in view.top_clients
