@@ -67,6 +67,8 @@ class Policy:
     promise_grace_days: int = 2
     plan_grace_days: int = 3
     queue: str = "collections"
+    #: further match rules, any of which also selects the policy
+    alternatives: tuple[PolicyMatch, ...] = ()
 
     def minimum(self, currency: str) -> int:
         for cur, amount in self.min_balance:
@@ -122,6 +124,7 @@ def select_policy(
 ) -> Policy:
     """The first policy whose match rule fits; the catch-all default otherwise."""
     for policy in policies:
-        if matches(policy.match, profile, open_balances, avg_payment_delay):
-            return policy
+        for rule in (policy.match, *policy.alternatives):
+            if matches(rule, profile, open_balances, avg_payment_delay):
+                return policy
     raise LookupError("no policy matches and no catch-all default is configured")

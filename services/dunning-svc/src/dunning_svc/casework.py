@@ -1,0 +1,321 @@
+"""Application service: apply a batch of inputs (events, commands, operator actions, time) to client cases.
+
+One call loads the projection rows and cases of every client in the batch in a few queries, runs the pure
+domain per client, and writes projection, cases, tasks, timeline and outbox rows back in bulk, all inside
+the caller's transaction. The consumer, the scheduler and the REST API all go through here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ar_events.envelope import Envelope, new_event
+from ar_events.events import (
+    AgreePaymentPlan,
+    AssignCollector,
+    Command,
+    CreditNoteIssued,
+    DisputeOutcome,
+    DisputeResolved,
+    DunningResolved,
+    EscalateNow,
+    InvoicePaymentApplied,
+    InvoiceVoided,
+    ManualTaskCompleted,
+    ManualTaskCreated,
+    NotificationFailed,
+    PauseDunning,
+    Payload,
+    RecordPromiseToPay,
+    ResolutionReason,
+    ResumeDunning,
+    Sender,
+)
+from ar_events.outbox import enqueue
+from dunning_svc import domain
+from dunning_svc import repository as repo
+from dunning_svc.calendars import calendar_for
+from dunning_svc.domain import Context, Decision, DunningCase, Ledger
+from dunning_svc.policybook import PolicyBook
+from dunning_svc.projection import PROJECTED, ClientRecord, InvoiceRecord, ledger_of, project
+
+SOURCE = "dunning-svc"
+
+DomainFn = Callable[[DunningCase, Context, datetime], Decision]
+PostFn = Callable[[AsyncSession, DunningCase], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operator action on one client's case (REST): a domain function bound to its arguments."""
+
+    label: str
+    apply: DomainFn
+    data: Mapping[str, Any] = field(default_factory=dict)
+    post: PostFn | None = None
+
+
+Input = Envelope[Any] | Op
+
+
+class InvalidCommand(ValueError):
+    """A command the case cannot take; the consumer dead-letters it with this reason, REST answers 409."""
+
+
+@dataclass
+class Outcome:
+    envelopes: list[Envelope[Any]] = field(default_factory=list)
+    cases: dict[str, DunningCase] = field(default_factory=dict)
+    next_timer: datetime | None = None
+    steps: int = 0
+
+
+_OUT_KIND = {
+    "ar.dunning.manual_task_created.v1": "task",
+    "ar.dunning.manual_task_completed.v1": "task",
+    "ar.dunning.paused.v1": "hold",
+    "ar.dunning.resumed.v1": "hold",
+    "ar.dunning.promise_to_pay_recorded.v1": "hold",
+    "ar.dunning.payment_plan_agreed.v1": "hold",
+}
+_STEP_TYPES = frozenset(
+    {"ar.dunning.reminder_requested.v1", "ar.dunning.agency_warning_issued.v1",
+     "ar.dunning.agency_handoff_requested.v1", "ar.dunning.manual_task_created.v1"}
+)  # fmt: skip
+
+
+def _summary(payload: Payload) -> str:
+    data = payload.model_dump(
+        mode="json", exclude={"statement", "recipients", "client_id", "lines"}, exclude_none=True
+    )
+    return json.dumps(data, separators=(",", ":"))
+
+
+class CaseWork:
+    def __init__(self, policies: PolicyBook, ar_sender: Sender) -> None:
+        self.policies = policies
+        self.ar_sender = ar_sender
+
+    def context(self, case: DunningCase, ledger: Ledger, now: datetime) -> Context:
+        current = self.policies.select(ledger)
+        pinned = self.policies.pinned(case.policy_name, case.policy_version) if case.is_open else None
+        profile = ledger.profile
+        cal = calendar_for(
+            profile.time_zone if profile else "UTC", profile.country if profile else "US", now.year
+        )
+        return Context(ledger=ledger, policy=pinned or current, new_cycle_policy=current, calendar=cal,
+                       ar_sender=self.ar_sender)  # fmt: skip
+
+    async def apply(
+        self,
+        session: AsyncSession,
+        inputs: Mapping[str, Sequence[Input]],
+        now: datetime,
+        claimed: Mapping[str, repo.CaseRow] | None = None,
+    ) -> Outcome:
+        """Run every client's inputs (none: a scheduler tick) and write all effects in the session."""
+        client_ids = sorted(inputs)
+        touched_invoices = [
+            i.data.invoice_id
+            for items in inputs.values()
+            for i in items
+            if isinstance(i, Envelope) and isinstance(getattr(i.data, "invoice_id", None), str)
+        ]
+        clients = await repo.load_clients(session, client_ids)
+        invoices = await repo.load_invoices(session, client_ids, touched_invoices)
+        if claimed is None:
+            cases = await repo.load_cases(session, client_ids, lock=True)
+        else:
+            cases = dict(claimed)
+        out = Outcome()
+        client_rows: list[dict[str, Any]] = []
+        invoice_rows: list[dict[str, Any]] = []
+        case_rows: list[dict[str, Any]] = []
+        timeline: list[dict[str, Any]] = []
+        new_tasks: list[dict[str, Any]] = []
+        done_tasks: list[dict[str, Any]] = []
+        resolved: list[str] = []
+        posts: list[tuple[PostFn, str]] = []
+        for cid in client_ids:
+            client = clients.get(cid) or ClientRecord(cid)
+            invs = invoices.get(cid, {})
+            client_changed = cid not in clients
+            changed_invoices: dict[str, InvoiceRecord] = {}
+            row = cases.get(cid)
+            case = row.case if row is not None else DunningCase.new(cid)
+            decision: Decision | None = None
+            emitted: list[tuple[Payload, Envelope[Any] | None]] = []
+            items = inputs[cid]
+            for item in items:
+                cause: Envelope[Any] | None = None
+                if isinstance(item, Envelope):
+                    cause = item
+                    ev = item.data
+                    timeline.append(self._in_row(case, item, now))
+                    if isinstance(ev, PROJECTED):
+                        before = client
+                        client, inv = project(client, invs, ev)
+                        client_changed = client_changed or client != before
+                        if inv is not None and invs.get(inv.invoice_id) != inv:
+                            invs[inv.invoice_id] = inv
+                            changed_invoices[inv.invoice_id] = inv
+                    ctx = self.context(case, ledger_of(client, invs), now)
+                    decision = self._on_event(case, ev, ctx, now)
+                else:
+                    timeline.append(self._op_row(case, item, now))
+                    ctx = self.context(case, ledger_of(client, invs), now)
+                    try:
+                        decision = item.apply(case, ctx, now)
+                    except domain.Rejected as exc:
+                        raise InvalidCommand(exc.reason) from None
+                    if item.post is not None:
+                        posts.append((item.post, cid))
+                if decision is not None:
+                    case = decision.case
+                    emitted.extend((p, cause) for p in decision.emit)
+            if not items or decision is None:
+                decision = domain.on_tick(case, self.context(case, ledger_of(client, invs), now), now)
+                case = decision.case
+                emitted.extend((p, None) for p in decision.emit)
+            next_at = domain.next_action_at(case, self.context(case, ledger_of(client, invs), now), now)
+            if client_changed:
+                client_rows.append(repo.client_row(client, now))
+            invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
+            case_rows.append(repo.case_row(case, next_at, now))
+            out.cases[cid] = case
+            if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
+                out.next_timer = next_at
+            for payload, cause in emitted:
+                env = new_event(payload, source=SOURCE, time=now, caused_by=cause)
+                out.envelopes.append(env)
+                if env.type in _STEP_TYPES:
+                    out.steps += 1
+                timeline.append(
+                    {
+                        "client_id": cid,
+                        "case_id": case.case_id,
+                        "cycle": case.cycle,
+                        "at": now,
+                        "kind": _OUT_KIND.get(env.type, "decision_out"),
+                        "type": env.type,
+                        "event_id": env.id,
+                        "data": _summary(payload),
+                    }
+                )
+                if isinstance(payload, ManualTaskCreated):
+                    new_tasks.append(_task_row(payload))
+                elif isinstance(payload, ManualTaskCompleted):
+                    done_tasks.append({"b_task_id": payload.task_id, "b_outcome": payload.outcome.value,
+                                       "b_completed_at": payload.completed_at, "b_completed_by": payload.completed_by,
+                                       "b_detail": payload.note})  # fmt: skip
+                elif isinstance(payload, DunningResolved):
+                    resolved.append(case.case_id)
+        await repo.upsert(session, repo.client_table, client_rows, ["client_id"])
+        await repo.upsert(session, repo.invoice_table, invoice_rows, ["invoice_id"])
+        await repo.save_cases(session, case_rows, set(cases))
+        await repo.cancel_open_tasks(session, resolved, now)
+        await repo.complete_tasks(session, done_tasks)
+        await repo.insert_rows(session, repo.task_table, new_tasks)
+        await repo.insert_rows(session, repo.timeline_table, timeline)
+        for post, cid in posts:
+            await post(session, out.cases[cid])
+        await enqueue(session, *out.envelopes, now=now)
+        return out
+
+    def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
+        if isinstance(ev, Command):
+            return self._on_command(case, ev, ctx, now)
+        if isinstance(ev, InvoicePaymentApplied):
+            return domain.on_payment_applied(case, ev.amount, ctx, now)
+        if isinstance(ev, NotificationFailed):
+            return domain.on_notification_failed(case, ev, ctx, now)
+        if isinstance(ev, PROJECTED):
+            cause: ResolutionReason | None = None
+            if isinstance(ev, InvoiceVoided):
+                cause = ResolutionReason.VOIDED
+            elif isinstance(ev, CreditNoteIssued):
+                cause = ResolutionReason.CREDITED
+            elif isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
+                cause = ResolutionReason.DISPUTED
+            return domain.on_ledger_changed(case, ctx, now, cause)
+        return None  # payments and sent notifications: the timeline only
+
+    def _on_command(self, case: DunningCase, cmd: Command, ctx: Context, now: datetime) -> Decision:
+        try:
+            if isinstance(cmd, PauseDunning):
+                return domain.pause(case, ctx, now, until=cmd.until, note=cmd.note)
+            if isinstance(cmd, ResumeDunning):
+                return domain.resume(case, ctx, now)
+            if isinstance(cmd, EscalateNow):
+                return domain.escalate_now(case, ctx, now)
+            if isinstance(cmd, RecordPromiseToPay):
+                return domain.record_promise(case, ctx, now, promise_id=f"ptp_{case.case_id[5:]}_{case.cycle}_{now:%Y%m%d%H%M%S}",
+                                             promised_date=cmd.promised_date, amount=cmd.amount,
+                                             grace_days=cmd.grace_days, completed_by=cmd.requested_by)  # fmt: skip
+            if isinstance(cmd, AgreePaymentPlan):
+                return domain.agree_plan(case, ctx, now, plan_id=f"plan_{case.case_id[5:]}_{case.cycle}_{now:%Y%m%d%H%M%S}",
+                                         installments=[(i.due_date, i.amount) for i in cmd.installments],
+                                         grace_days=cmd.grace_days, completed_by=cmd.requested_by)  # fmt: skip
+            if isinstance(cmd, AssignCollector):
+                return domain.assign_collector(case, ctx, now, cmd.collector)
+        except domain.Rejected as exc:
+            raise InvalidCommand(f"{cmd.TYPE} rejected for client {cmd.client_id}: {exc.reason}") from None
+        raise InvalidCommand(f"unsupported command {cmd.TYPE}")
+
+    @staticmethod
+    def _in_row(case: DunningCase, env: Envelope[Any], now: datetime) -> dict[str, Any]:
+        return {
+            "client_id": case.client_id,
+            "case_id": case.case_id,
+            "cycle": case.cycle or None,
+            "at": now,
+            "kind": "command" if isinstance(env.data, Command) else "event_in",
+            "type": env.type,
+            "event_id": env.id,
+            "data": _summary(env.data),
+        }
+
+    @staticmethod
+    def _op_row(case: DunningCase, op: Op, now: datetime) -> dict[str, Any]:
+        return {
+            "client_id": case.client_id,
+            "case_id": case.case_id,
+            "cycle": case.cycle or None,
+            "at": now,
+            "kind": "command",
+            "type": op.label,
+            "event_id": None,
+            "data": json.dumps(dict(op.data), default=str),
+        }
+
+
+def _task_row(t: ManualTaskCreated) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "case_id": t.case_id,
+        "client_id": t.client_id,
+        "cycle": t.cycle,
+        "kind": t.kind.value,
+        "step": t.step,
+        "status": "open",
+        "assignee_name": t.assignee.name if t.assignee else None,
+        "assignee_email": str(t.assignee.email) if t.assignee else None,
+        "queue": t.queue,
+        "priority": t.priority,
+        "sla_due_at": t.sla_due_at,
+        "client_name": t.client_name,
+        "note": t.note,
+        "created_at": t.created_at,
+        "claimed_by": None,
+        "claimed_at": None,
+        "completed_at": None,
+        "completed_by": None,
+        "outcome": None,
+        "outcome_detail": None,
+    }

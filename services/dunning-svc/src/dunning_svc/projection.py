@@ -1,0 +1,140 @@
+"""The per-client projection of the invoice topic, as pure functions over small records.
+
+Events carry the amount due *after* each change, so applying an event twice, or an event for an invoice or a
+client not seen yet, still converges on the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+
+from ar_events.events import (
+    ClientProfile,
+    ClientRegistered,
+    ClientUpdated,
+    CreditNoteIssued,
+    DisputeOpened,
+    DisputeResolved,
+    InvoiceIssued,
+    InvoicePaid,
+    InvoicePaymentApplied,
+    InvoiceReopened,
+    InvoiceVoided,
+    LateFeeCharged,
+    Payload,
+)
+from dunning_svc.domain import Ledger, OpenInvoice
+
+OPEN, PAID, VOIDED = "open", "paid", "voided"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    invoice_id: str
+    client_id: str
+    number: str = "?"
+    currency: str = "EUR"
+    issue_date: date | None = None
+    due_date: date | None = None
+    total: int | None = None
+    amount_due: int = 0
+    status: str = OPEN
+    disputes: tuple[str, ...] = ()
+    pay_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    profile: ClientProfile | None = None
+    late_days_sum: int = 0
+    paid_count: int = 0
+
+    @property
+    def avg_payment_delay(self) -> float | None:
+        return self.late_days_sum / self.paid_count if self.paid_count else None
+
+
+#: the invoice-topic types that change the projection
+PROJECTED = (
+    ClientRegistered, ClientUpdated, InvoiceIssued, InvoiceVoided, CreditNoteIssued, InvoicePaymentApplied,
+    InvoicePaid, InvoiceReopened, DisputeOpened, DisputeResolved, LateFeeCharged,
+)  # fmt: skip
+
+
+def _status(amount_due: int) -> str:
+    return OPEN if amount_due > 0 else PAID
+
+
+def project(
+    client: ClientRecord, invoices: dict[str, InvoiceRecord], event: Payload
+) -> tuple[ClientRecord, InvoiceRecord | None]:
+    """Apply one invoice-topic event; returns the client record and the invoice record it changed (if any)."""
+    if isinstance(event, ClientRegistered | ClientUpdated):
+        return replace(client, profile=ClientProfile.model_validate(event.model_dump())), None
+    invoice_id = getattr(event, "invoice_id", None)
+    if invoice_id is None:
+        return client, None
+    inv = invoices.get(invoice_id) or InvoiceRecord(invoice_id=invoice_id, client_id=client.client_id)
+    if isinstance(event, InvoiceIssued):
+        known = invoice_id in invoices
+        inv = replace(
+            inv,
+            number=event.number,
+            currency=event.currency,
+            issue_date=event.issue_date,
+            due_date=event.due_date,
+            total=event.total.amount_minor,
+            pay_link=event.pay_link,
+            amount_due=inv.amount_due if known else event.amount_due.amount_minor,
+            status=inv.status if known else _status(event.amount_due.amount_minor),
+        )
+    elif isinstance(event, InvoiceVoided):
+        inv = replace(inv, number=event.number, amount_due=0, status=VOIDED)
+    elif isinstance(event, CreditNoteIssued | InvoicePaymentApplied | LateFeeCharged):
+        amount = event.amount_due_after
+        inv = replace(inv, currency=amount.currency, amount_due=amount.amount_minor,
+                      status=VOIDED if inv.status == VOIDED else _status(amount.amount_minor))  # fmt: skip
+    elif isinstance(event, InvoicePaid):
+        if inv.status != PAID:
+            client = replace(client, late_days_sum=client.late_days_sum + event.days_late,
+                             paid_count=client.paid_count + 1)  # fmt: skip
+        inv = replace(inv, number=event.number, due_date=inv.due_date or event.due_date, amount_due=0, status=PAID,
+                      currency=event.total.currency, total=inv.total if inv.total is not None else event.total.amount_minor)  # fmt: skip
+    elif isinstance(event, InvoiceReopened):
+        amount = event.amount_due_after
+        inv = replace(inv, number=event.number, due_date=event.due_date, currency=amount.currency,
+                      amount_due=amount.amount_minor, status=_status(amount.amount_minor))  # fmt: skip
+    elif isinstance(event, DisputeOpened):
+        if event.dispute_id not in inv.disputes:
+            inv = replace(inv, disputes=(*inv.disputes, event.dispute_id))
+    elif isinstance(event, DisputeResolved):
+        inv = replace(inv, disputes=tuple(d for d in inv.disputes if d != event.dispute_id))
+    return client, inv
+
+
+def ledger_of(client: ClientRecord, invoices: dict[str, InvoiceRecord]) -> Ledger:
+    """The domain's view: open invoices with a known due date."""
+    open_invoices = tuple(
+        OpenInvoice(
+            invoice_id=i.invoice_id,
+            number=i.number,
+            currency=i.currency,
+            due_date=i.due_date,
+            amount_due=i.amount_due,
+            issue_date=i.issue_date,
+            total=i.total,
+            disputed=bool(i.disputes),
+        )
+        for i in sorted(invoices.values(), key=lambda r: r.invoice_id)
+        if i.status == OPEN and i.amount_due > 0 and i.due_date is not None
+    )
+    pay_link = next((i.pay_link for i in invoices.values() if i.pay_link and i.status == OPEN), None)
+    return Ledger(
+        client_id=client.client_id,
+        profile=client.profile,
+        invoices=open_invoices,
+        avg_payment_delay=client.avg_payment_delay,
+        pay_link=pay_link,
+    )

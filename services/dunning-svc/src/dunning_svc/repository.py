@@ -1,0 +1,494 @@
+"""Tables and every query of dunning-svc. Only the unit of work (or the consumer runner) commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ar_events.events import ClientProfile
+from ar_events.tables import UtcDateTime, add_plumbing_tables
+from ar_web import add_web_tables
+from dunning_svc.domain import DunningCase
+from dunning_svc.projection import ClientRecord, InvoiceRecord
+
+metadata = sa.MetaData()
+plumbing = add_plumbing_tables(metadata)
+web = add_web_tables(metadata)
+
+client_table = sa.Table(
+    "dunning_client",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("profile", sa.Text, nullable=True, comment="ClientProfile JSON (event-carried state)"),
+    sa.Column("late_days_sum", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("paid_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+invoice_table = sa.Table(
+    "dunning_invoice",
+    metadata,
+    sa.Column("invoice_id", sa.String(128), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("number", sa.String(64), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("issue_date", sa.Date, nullable=True),
+    sa.Column("due_date", sa.Date, nullable=True),
+    sa.Column("total", sa.BigInteger, nullable=True),
+    sa.Column("amount_due", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("disputes", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("pay_link", sa.String(2000), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_dunning_invoice_client", "client_id", "status"),
+)
+
+case_table = sa.Table(
+    "dunning_case",
+    metadata,
+    sa.Column("case_id", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("cycle", sa.Integer, nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("policy_name", sa.String(64), nullable=True),
+    sa.Column("policy_version", sa.Integer, nullable=True),
+    sa.Column(
+        "next_action_at", UtcDateTime, nullable=True, comment="durable timer: the scheduler claims due rows"
+    ),
+    sa.Column("body", sa.Text, nullable=False, comment="the domain DunningCase as JSON"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index(
+        "ix_dunning_case_next_action",
+        "next_action_at",
+        postgresql_where=sa.text("next_action_at IS NOT NULL"),
+        sqlite_where=sa.text("next_action_at IS NOT NULL"),
+    ),
+    sa.Index("ix_dunning_case_state", "state", "case_id"),
+)
+
+task_table = sa.Table(
+    "dunning_task",
+    metadata,
+    sa.Column("task_id", sa.String(96), primary_key=True),
+    sa.Column("case_id", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("cycle", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("step", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, comment="open, claimed, done, cancelled"),
+    sa.Column("assignee_name", sa.String(200), nullable=True),
+    sa.Column("assignee_email", sa.String(320), nullable=True),
+    sa.Column("queue", sa.String(64), nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("sla_due_at", UtcDateTime, nullable=True),
+    sa.Column("client_name", sa.String(300), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("claimed_by", sa.String(320), nullable=True),
+    sa.Column("claimed_at", UtcDateTime, nullable=True),
+    sa.Column("completed_at", UtcDateTime, nullable=True),
+    sa.Column("completed_by", sa.String(320), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.Column("outcome_detail", sa.Text, nullable=True),
+    sa.Index("ix_dunning_task_worklist", "status", sa.text("priority DESC"), "task_id"),
+    sa.Index("ix_dunning_task_assignee", "assignee_email", "status"),
+    sa.Index("ix_dunning_task_case", "case_id"),
+)
+
+timeline_table = sa.Table(
+    "dunning_timeline",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("case_id", sa.String(64), nullable=False),
+    sa.Column("cycle", sa.Integer, nullable=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, comment="event_in, decision_out, task, hold, command"),
+    sa.Column("type", sa.String(96), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index("ix_dunning_timeline_client", "client_id", "id"),
+)
+
+policy_table = sa.Table(
+    "dunning_policy_version",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False, comment="the validated policy spec as JSON"),
+    sa.Column("source", sa.String(500), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+CASE_CODEC: TypeAdapter[DunningCase] = TypeAdapter(DunningCase)
+
+
+def dump_case(case: DunningCase) -> str:
+    return CASE_CODEC.dump_json(case).decode()
+
+
+def load_case(body: str) -> DunningCase:
+    return CASE_CODEC.validate_json(body)
+
+
+def case_row(case: DunningCase, next_action_at: datetime | None, now: datetime) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id,
+        "client_id": case.client_id,
+        "state": case.state.value,
+        "stage": case.stage.value,
+        "cycle": case.cycle,
+        "level": case.level,
+        "policy_name": case.policy_name,
+        "policy_version": case.policy_version,
+        "next_action_at": next_action_at,
+        "body": dump_case(case),
+        "updated_at": now,
+    }
+
+
+def _insert(session: AsyncSession, table: sa.Table) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def upsert(
+    session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert or update ``rows`` (executemany) on PostgreSQL and SQLite alike."""
+    if not rows:
+        return
+    ins = _insert(session, table)
+    cols = [c for c in rows[0] if c not in keys]
+    stmt = ins.on_conflict_do_update(index_elements=list(keys), set_={c: ins.excluded[c] for c in cols})
+    await session.execute(stmt, list(rows))
+
+
+# ------------------------------------------------------------------------------------------ projection
+
+
+async def load_clients(session: AsyncSession, client_ids: Iterable[str]) -> dict[str, ClientRecord]:
+    ids = list(client_ids)
+    out: dict[str, ClientRecord] = {}
+    if not ids:
+        return out
+    t = client_table
+    rows = await session.execute(sa.select(t).where(t.c.client_id.in_(ids)))
+    for r in rows.mappings():
+        profile = ClientProfile.model_validate_json(r["profile"]) if r["profile"] else None
+        out[r["client_id"]] = ClientRecord(
+            r["client_id"], profile, int(r["late_days_sum"]), int(r["paid_count"])
+        )
+    return out
+
+
+async def load_invoices(
+    session: AsyncSession, client_ids: Iterable[str], also: Iterable[str] = ()
+) -> dict[str, dict[str, InvoiceRecord]]:
+    """Open invoices of the clients, plus any invoice named in ``also`` (to apply repeats correctly)."""
+    ids = list(client_ids)
+    out: dict[str, dict[str, InvoiceRecord]] = {c: {} for c in ids}
+    if not ids:
+        return out
+    t = invoice_table
+    cond = sa.and_(t.c.client_id.in_(ids), t.c.status == "open")
+    extra = list(also)
+    if extra:
+        cond = sa.or_(cond, t.c.invoice_id.in_(extra))
+    for r in (await session.execute(sa.select(t).where(cond))).mappings():
+        rec = InvoiceRecord(
+            invoice_id=r["invoice_id"],
+            client_id=r["client_id"],
+            number=r["number"],
+            currency=r["currency"],
+            issue_date=r["issue_date"],
+            due_date=r["due_date"],
+            total=r["total"],
+            amount_due=int(r["amount_due"]),
+            status=r["status"],
+            disputes=tuple(json.loads(r["disputes"])),
+            pay_link=r["pay_link"],
+        )
+        out.setdefault(rec.client_id, {})[rec.invoice_id] = rec
+    return out
+
+
+def client_row(rec: ClientRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "client_id": rec.client_id,
+        "profile": rec.profile.model_dump_json() if rec.profile is not None else None,
+        "late_days_sum": rec.late_days_sum,
+        "paid_count": rec.paid_count,
+        "updated_at": now,
+    }
+
+
+def invoice_row(rec: InvoiceRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "invoice_id": rec.invoice_id,
+        "client_id": rec.client_id,
+        "number": rec.number,
+        "currency": rec.currency,
+        "issue_date": rec.issue_date,
+        "due_date": rec.due_date,
+        "total": rec.total,
+        "amount_due": rec.amount_due,
+        "status": rec.status,
+        "disputes": json.dumps(list(rec.disputes)),
+        "pay_link": rec.pay_link,
+        "updated_at": now,
+    }
+
+
+# ------------------------------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    case: DunningCase
+    next_action_at: datetime | None
+
+
+async def load_cases(session: AsyncSession, client_ids: Iterable[str], *, lock: bool) -> dict[str, CaseRow]:
+    ids = sorted(client_ids)
+    if not ids:
+        return {}
+    t = case_table
+    stmt = (
+        sa.select(t.c.client_id, t.c.body, t.c.next_action_at)
+        .where(t.c.client_id.in_(ids))
+        .order_by(t.c.client_id)
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    rows = await session.execute(stmt)
+    return {r.client_id: CaseRow(load_case(r.body), r.next_action_at) for r in rows}
+
+
+async def claim_due_cases(session: AsyncSession, now: datetime, limit: int) -> list[CaseRow]:
+    """Due cases, oldest timer first; on PostgreSQL locked with SKIP LOCKED so replicas share the work."""
+    t = case_table
+    stmt = (
+        sa.select(t.c.body, t.c.next_action_at)
+        .where(t.c.next_action_at.is_not(None), t.c.next_action_at <= now)
+        .order_by(t.c.next_action_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = await session.execute(stmt)
+    return [CaseRow(load_case(r.body), r.next_action_at) for r in rows]
+
+
+async def earliest_timer(session: AsyncSession) -> datetime | None:
+    t = case_table
+    stmt = sa.select(sa.func.min(t.c.next_action_at)).where(t.c.next_action_at.is_not(None))
+    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
+    return value
+
+
+async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], existing: set[str]) -> None:
+    new = [r for r in rows if r["client_id"] not in existing]
+    old = [r for r in rows if r["client_id"] in existing]
+    if new:
+        await session.execute(sa.insert(case_table), new)
+    if old:
+        t = case_table
+        cols = [c for c in old[0] if c not in ("case_id", "client_id")]
+        stmt = (
+            sa.update(t)
+            .where(t.c.case_id == sa.bindparam("b_case_id"))
+            .values({c: sa.bindparam(f"b_{c}") for c in cols})
+        )
+        await session.execute(stmt, [{f"b_{k}": v for k, v in r.items() if k != "client_id"} for r in old])
+
+
+# ------------------------------------------------------------------------------------------ tasks / timeline
+
+
+async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(sa.insert(table), list(rows))
+
+
+async def complete_tasks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    t = task_table
+    stmt = (
+        sa.update(t)
+        .where(t.c.task_id == sa.bindparam("b_task_id"), t.c.status.in_(("open", "claimed")))
+        .values(
+            status="done",
+            outcome=sa.bindparam("b_outcome"),
+            completed_at=sa.bindparam("b_completed_at"),
+            completed_by=sa.bindparam("b_completed_by"),
+            outcome_detail=sa.bindparam("b_detail"),
+        )
+    )
+    await session.execute(stmt, list(rows))
+
+
+async def cancel_open_tasks(session: AsyncSession, case_ids: Sequence[str], now: datetime) -> None:
+    if not case_ids:
+        return
+    t = task_table
+    await session.execute(
+        sa.update(t)
+        .where(
+            t.c.case_id.in_(list(case_ids)), t.c.status.in_(("open", "claimed")), t.c.kind != "wrong_contact"
+        )
+        .values(status="cancelled", completed_at=now, outcome="case_resolved")
+    )
+
+
+async def reassign_open_tasks(session: AsyncSession, case_id: str, name: str, email: str) -> None:
+    t = task_table
+    await session.execute(
+        sa.update(t)
+        .where(t.c.case_id == case_id, t.c.status.in_(("open", "claimed")))
+        .values(assignee_name=name, assignee_email=email, queue=None)
+    )
+
+
+async def get_task(session: AsyncSession, task_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    stmt = sa.select(task_table).where(task_table.c.task_id == task_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).mappings().first()
+    return dict(row) if row else None
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    assignee: str | None,
+    queue: str | None,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Worklist in priority order (highest first), keyset-paginated on (priority, task_id)."""
+    t = task_table
+    stmt = sa.select(t)
+    if status:
+        stmt = stmt.where(t.c.status == status)
+    if assignee:
+        stmt = stmt.where(t.c.assignee_email == assignee)
+    if queue:
+        stmt = stmt.where(t.c.queue == queue)
+    if after is not None:
+        prio, tid = after
+        stmt = stmt.where(sa.or_(t.c.priority < prio, sa.and_(t.c.priority == prio, t.c.task_id > tid)))
+    stmt = stmt.order_by(t.c.priority.desc(), t.c.task_id).limit(limit)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def claim_task(session: AsyncSession, task_id: str, who: str, now: datetime, *, force: bool) -> int:
+    t = task_table
+    cond = [t.c.task_id == task_id, t.c.status.in_(("open", "claimed"))]
+    if not force:
+        cond.append(sa.or_(t.c.claimed_by.is_(None), t.c.claimed_by == who))
+    res = await session.execute(
+        sa.update(t).where(*cond).values(status="claimed", claimed_by=who, claimed_at=now)
+    )
+    return int(res.rowcount)  # type: ignore[attr-defined]
+
+
+async def assign_task(
+    session: AsyncSession, task_id: str, name: str | None, email: str | None, queue: str | None
+) -> int:
+    t = task_table
+    res = await session.execute(
+        sa.update(t)
+        .where(t.c.task_id == task_id, t.c.status.in_(("open", "claimed")))
+        .values(
+            assignee_name=name,
+            assignee_email=email,
+            queue=queue,
+            status="open",
+            claimed_by=None,
+            claimed_at=None,
+        )
+    )
+    return int(res.rowcount)  # type: ignore[attr-defined]
+
+
+async def timeline(
+    session: AsyncSession, client_id: str, after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    t = timeline_table
+    stmt = sa.select(t).where(t.c.client_id == client_id)
+    if after is not None:
+        stmt = stmt.where(t.c.id > after)
+    stmt = stmt.order_by(t.c.id).limit(limit)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def tasks_of_case(session: AsyncSession, case_id: str) -> list[dict[str, Any]]:
+    t = task_table
+    stmt = sa.select(t).where(t.c.case_id == case_id).order_by(t.c.created_at, t.c.task_id)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def case_by_client(session: AsyncSession, client_id: str) -> dict[str, Any] | None:
+    row = (
+        (await session.execute(sa.select(case_table).where(case_table.c.client_id == client_id)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+async def cases_by_state(
+    session: AsyncSession, state: str | None, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    t = case_table
+    stmt = sa.select(t)
+    if state:
+        stmt = stmt.where(t.c.state == state)
+    if after:
+        stmt = stmt.where(t.c.case_id > after)
+    stmt = stmt.order_by(t.c.case_id).limit(limit)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def case_counts(session: AsyncSession) -> list[tuple[str, int, int]]:
+    t = case_table
+    stmt = (
+        sa.select(t.c.state, t.c.level, sa.func.count())
+        .group_by(t.c.state, t.c.level)
+        .order_by(t.c.state, t.c.level)
+    )
+    return [(r[0], int(r[1]), int(r[2])) for r in (await session.execute(stmt)).all()]
+
+
+# ------------------------------------------------------------------------------------------ policies
+
+
+async def policy_versions(session: AsyncSession) -> list[dict[str, Any]]:
+    t = policy_table
+    rows = await session.execute(sa.select(t).order_by(t.c.name, t.c.version))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def add_policy_version(
+    session: AsyncSession, name: str, version: int, digest: str, definition: str, source: str, now: datetime
+) -> None:
+    await session.execute(
+        sa.insert(policy_table).values(
+            name=name, version=version, digest=digest, definition=definition, source=source, created_at=now
+        )
+    )

@@ -1,0 +1,89 @@
+"""The timer loop: claims due cases in batches and applies their decisions with the outbox rows, atomically.
+
+On PostgreSQL the claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` so several replicas share the due cases and a
+case is never handled by two at once; on SQLite (one process) writers are serialised by the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ar_events.clock import Clock
+from ar_events.db import is_transient
+from dunning_svc import repository as repo
+from dunning_svc.casework import CaseWork
+from dunning_svc.settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        work: CaseWork,
+        clock: Clock,
+        settings: SchedulerSettings,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.work = work
+        self.clock = clock
+        self.settings = settings
+        self.on_commit = on_commit
+        self._wake = asyncio.Event()
+        self.cases_processed = 0
+        self.steps_fired = 0
+
+    def wake(self) -> None:
+        """Look at the timers now (the clock moved, or a commit set a timer)."""
+        self._wake.set()
+
+    async def run_once(self, limit: int | None = None) -> int:
+        """Claim one batch of due cases and apply their decisions; returns how many cases it handled."""
+        now = self.clock.now()
+        async with self.sessionmaker() as session, session.begin():
+            rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
+            if not rows:
+                return 0
+            claimed = {r.case.client_id: r for r in rows}
+            outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
+        self.cases_processed += len(rows)
+        self.steps_fired += outcome.steps
+        if outcome.envelopes:
+            self.on_commit()
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain due cases, then sleep until the poll interval passes, ``wake()`` or ``stop``."""
+        interval = self.settings.poll_interval_ms / 1000
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                handled = await self.run_once()
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("scheduler batch failed")
+                else:
+                    log.warning("scheduler: database unavailable (%s); retrying", exc)
+                handled = 0
+                await self._sleep(stop, interval)
+                continue
+            if handled >= self.settings.batch_size:
+                continue
+            await self._sleep(stop, interval)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
