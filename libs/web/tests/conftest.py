@@ -16,8 +16,9 @@ import pytest
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ar_events.db import make_engine
 from ar_web import (
     IdempotencyKey,
     Page,
@@ -181,7 +182,7 @@ async def web_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
 @pytest.fixture
 async def harness(web_db_url: str) -> AsyncIterator[Harness]:
-    engine = create_async_engine(web_db_url)
+    engine = make_engine(web_db_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
