@@ -110,3 +110,59 @@ async def test_relay_wakes_within_100ms_of_a_commit(
 
 async def _holds(relay: OutboxRelay) -> bool:
     return relay.holds_lease
+
+
+async def test_members_joining_and_leaving_mid_flow_keep_exactly_once_and_per_key_order(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    engine, sessions = await setup_database(database_url)
+    stop_a, stop_b, stop_relay = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def member(name: str) -> ConsumerRunner:
+        return ConsumerRunner(
+            "rebalance",
+            [TOPIC],
+            sessions,
+            {TYPE: recorder(name)},
+            kafka_settings,
+            ConsumerSettings(batch_max_records=50),
+        )
+
+    a, b = member("a"), member("b")
+    relay = OutboxRelay(sessions, kafka_settings, name="rebalance")
+    tasks = [asyncio.create_task(relay.run(stop_relay)), asyncio.create_task(a.run(stop_a))]
+    keys = [f"cli_{k:02d}" for k in range(24)]
+    events = [payment(keys[i % len(keys)], i) for i in range(3000)]
+    order = {e.id: i for i, e in enumerate(events)}
+    try:
+        async with asyncio.timeout(30):
+            await a.ready.wait()
+        writer = asyncio.create_task(write(sessions, events, per_tx=20, pause=0.03, after_commit=relay.wake))
+        await asyncio.sleep(1.0)
+        tasks.append(asyncio.create_task(b.run(stop_b)))  # joins: a's partitions are revoked mid-flow
+        await wait_until(lambda: _split(a, b), timeout=30)
+        await asyncio.sleep(1.0)
+        stop_a.set()  # leaves cleanly mid-flow: b takes every partition
+        await writer
+
+        async def done() -> bool:
+            return await applied_count(sessions) >= len(events)
+
+        await wait_until(done, timeout=90)
+        await asyncio.sleep(0.5)
+        rows = await applied_rows(sessions)
+        assert_exactly_once(rows, set(order))
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for row in rows:
+            by_key[row.key].append(order[row.event_id])
+        assert all(seqs == sorted(seqs) for seqs in by_key.values()), "per-key order survives rebalances"
+        assert {row.consumer for row in rows} == {"a", "b"}
+    finally:
+        for stop in (stop_a, stop_b, stop_relay):
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+
+
+async def _split(a: ConsumerRunner, b: ConsumerRunner) -> bool:
+    return bool(a.assignment) and bool(b.assignment) and not (a.assignment & b.assignment)

@@ -1,0 +1,89 @@
+"""Pure parts of the plumbing: error classification, datetime storage, record headers, broker probe."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from ar_events.broker import free_port, kafka_answers
+from ar_events.db import is_transient
+from ar_events.relay import record_headers
+from ar_events.tables import UtcDateTime
+
+
+class _Orig(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(),
+        TimeoutError(),
+        OperationalError("SELECT 1", {}, Exception("database is locked")),
+        ProgrammingError("SELECT 1", {}, _Orig("57P01")),  # pg_terminate_backend
+        ProgrammingError("SELECT 1", {}, _Orig("40001")),  # serialization failure
+        ProgrammingError("SELECT 1", {}, _Orig("08006")),  # connection failure
+        KafkaConnectionError(),
+        RequestTimedOutError(),
+    ],
+)
+def test_unavailability_is_transient(exc: BaseException) -> None:
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad amount"),
+        RuntimeError("handler bug"),
+        IntegrityError("INSERT", {}, _Orig("23505")),
+        ProgrammingError("SELECT 1", {}, _Orig("42P01")),
+        MessageSizeTooLargeError(),
+    ],
+)
+def test_errors_caused_by_the_record_or_the_code_are_not_transient(exc: BaseException) -> None:
+    assert not is_transient(exc)
+
+
+def test_utc_datetime_stores_naive_utc_on_sqlite_and_reads_back_aware() -> None:
+    col = UtcDateTime()
+    paris = datetime(2026, 3, 2, 10, 30, tzinfo=timezone(timedelta(hours=1)))
+    stored = col.process_bind_param(paris, sqlite.dialect())
+    assert stored == datetime(2026, 3, 2, 9, 30)
+    assert col.process_result_value(stored, sqlite.dialect()) == datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    assert col.process_bind_param(paris, postgresql.dialect()) == paris
+
+
+def test_utc_datetime_refuses_naive_values() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        UtcDateTime().process_bind_param(datetime(2026, 3, 2), sqlite.dialect())
+
+
+def test_record_headers_carry_content_type_type_and_stored_headers() -> None:
+    row = SimpleNamespace(type="ar.invoice.issued.v1", headers={"tenant": "acme"})
+    assert record_headers(row) == [
+        ("content-type", b"application/cloudevents+json"),
+        ("ce_type", b"ar.invoice.issued.v1"),
+        ("tenant", b"acme"),
+    ]
+
+
+def test_probe_says_no_when_nothing_listens() -> None:
+    assert not kafka_answers("127.0.0.1", free_port(), timeout=0.2)
+
+
+def test_probe_says_no_to_a_server_that_is_not_kafka() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not kafka_answers("127.0.0.1", port, timeout=0.2)
