@@ -152,7 +152,7 @@ async def test_full_ladder_to_agency_then_payment_resolves(live: tuple[Svc, Kafk
         settled("c1", "inv-1", 250_000, due, now),
     )
     await out.until(lambda recs: any(b"dunning.resolved" in r.value for r in recs))
-    resolved = [e for e in out.events() if e.TYPE.endswith("resolved.v1")][0]
+    resolved = next(e for e in out.events() if e.TYPE.endswith("resolved.v1"))
     assert resolved.was_in_collections and resolved.previous_state.value == "in_collections"
     case = (await svc.http.get("/v1/cases/c1")).json()
     assert case["state"] == "resolved"

@@ -45,7 +45,7 @@ async def test_two_schedulers_never_fire_the_same_step(postgres_url: str) -> Non
                 svc.runtime.work,
                 svc.clock,
                 SchedulerSettings(batch_size=25),
-            )  # fmt: skip
+            )
             for e in engines
         ]
 
