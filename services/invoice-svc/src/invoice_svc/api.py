@@ -111,7 +111,7 @@ async def create_client(
     return response
 
 
-@router.get("/clients", response_model=Page[ClientOut], tags=["clients"])
+@router.get("/clients", response_model=Page[ClientOut], tags=["clients"], responses=problem_responses(400))
 async def list_clients(
     request: Request,
     _: Reader,
@@ -181,7 +181,7 @@ async def issue_invoice(
     return response
 
 
-@router.get("/invoices", response_model=Page[InvoiceOut], tags=["invoices"])
+@router.get("/invoices", response_model=Page[InvoiceOut], tags=["invoices"], responses=problem_responses(400))
 async def list_invoices(
     request: Request,
     _: Reader,
