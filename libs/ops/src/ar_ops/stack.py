@@ -369,6 +369,7 @@ def _service_env(config: StackConfig, spec: ServiceSpec, creds: DevCredentials) 
     if spec.name == "dunning":
         env[f"{p}CLOCK__MODE"] = "simulated"
         env[f"{p}CLOCK__SPEED"] = repr(config.clock_speed)
+        env[f"{p}CLOCK__STATE_FILE"] = str(config.var / "clock.json")
     elif spec.name == "notify":
         env[f"{p}SMTP__HOST"] = "127.0.0.1"
         env[f"{p}SMTP__PORT"] = str(config.smtp_port)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ar_events.clock import Clock, SimulatedClock, SystemClock
+from ar_events.clock import Clock, SharedSimulatedClock, SimulatedClock, SystemClock
 from ar_events.settings import ConsumerSettings, DatabaseSettings, KafkaSettings, OutboxSettings
 
 SERVICE = "dunning-svc"
@@ -27,11 +27,19 @@ class ClockSettings(BaseModel):
     mode: Literal["system", "simulated"] = "system"
     start: AwareDatetime | None = Field(default=None, description="Simulated clock start (default: now)")
     speed: float = Field(default=1.0, gt=0, description="Simulated seconds per real second")
+    state_file: Path | None = Field(
+        default=None,
+        description="Simulated mode: keep the simulated time in this file, shared by every process of the "
+        "stack and kept across restarts (the dev stack sets var/clock.json)",
+    )
 
     def build(self) -> Clock:
         if self.mode == "system":
             return SystemClock()
-        return SimulatedClock(start=self.start or SystemClock().now(), speed=self.speed)
+        start = self.start or SystemClock().now()
+        if self.state_file is not None:
+            return SharedSimulatedClock.create(self.state_file, start=start, speed=self.speed)
+        return SimulatedClock(start=start, speed=self.speed)
 
 
 class SchedulerSettings(BaseModel):
