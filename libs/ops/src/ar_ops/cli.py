@@ -170,7 +170,7 @@ def stack_status() -> None:
     statuses = asyncio.run(devstack.stack_status(config))
     table = Table(title=f"dev stack ({config.var})")
     for column in ("component", "pid", "running", "address", "health", "log"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for s in statuses:
         table.add_row(
             s.name,
@@ -279,6 +279,13 @@ def lag(
         console.print(f"{name}: total lag {total}")
     if not rows:
         console.print("no committed offsets found" + (f" for {', '.join(group)}" if group else ""))
+    kafka = _ctx(ctx).kafka()
+    names = group or sorted(
+        {*_run(kt.list_groups(kafka)), *(kafka.topic_prefix + g for g in kt.KNOWN_GROUPS)}
+    )
+    for info in _run(kt.describe_groups(kafka, names)):
+        committed = "" if info.group in totals else ", no committed offsets yet"
+        console.print(f"group {info.group}: {info.state}, {info.members} member(s){committed}")
 
 
 # ------------------------------------------------------------------------------------------ DLQ
@@ -492,7 +499,8 @@ def clock_advance(
     """Move dunning-svc's simulated clock forward (POST /v1/admin/clock/advance, scope ops)."""
     delta = parse_duration(duration)
     base = url or _config().base_url("dunning")
-    body = {"seconds": int(delta.total_seconds())}
+    days, seconds = divmod(int(delta.total_seconds()), 86400)
+    body = {"days": days, "seconds": seconds}
     try:
         response = httpx.post(
             f"{base}/v1/admin/clock/advance",

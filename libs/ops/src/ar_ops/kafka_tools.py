@@ -91,6 +91,32 @@ async def _start_producer(producer: Any) -> None:
         raise
 
 
+async def end_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """End offsets, checked against the records themselves.
+
+    The embedded broker answers ListOffsets(latest) with the base offset of the last record batch + 1, so a
+    batch of several records at the end is under-counted. Reading from ``end - 1`` returns that whole batch,
+    and its last offset + 1 is the true end (on a real Kafka the two agree). Uses ``consumer``'s assignment.
+    """
+    reported = {tp: int(o) for tp, o in (await consumer.end_offsets(list(tps))).items()}
+    pending = {tp for tp in tps if reported[tp] > 0}
+    if not pending:
+        return reported
+    consumer.assign(list(pending))
+    for tp in pending:
+        consumer.seek(tp, reported[tp] - 1)
+    result = dict(reported)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    while pending and loop.time() < deadline:
+        batch = await consumer.getmany(*pending, timeout_ms=200)
+        for tp, messages in batch.items():
+            if messages:
+                result[tp] = max(result[tp], messages[-1].offset + 1)
+                pending.discard(tp)
+    return result
+
+
 # ------------------------------------------------------------------------------------------ topics
 
 
@@ -108,20 +134,20 @@ async def describe_topics(kafka: KafkaSettings, *, all_topics: bool = False) -> 
         names = sorted(t for t in await consumer.topics() if not t.startswith("__"))
         if not all_topics and kafka.topic_prefix:
             names = [n for n in names if n.startswith(kafka.topic_prefix)]
-        out = []
-        for name in names:
-            tps = await _partitions(consumer, name)
-            end = await consumer.end_offsets(tps)
-            begin = await consumer.beginning_offsets(tps)
-            out.append(
-                TopicInfo(
-                    name=name,
-                    partitions=len(tps),
-                    records=sum(end[tp] - begin[tp] for tp in tps),
-                    end_offsets={tp.partition: end[tp] for tp in tps},
-                )
+        # Metadata first: once end_offsets() assigns partitions, the consumer tracks only those topics.
+        by_topic = {name: await _partitions(consumer, name) for name in names}
+        all_tps = [tp for tps in by_topic.values() for tp in tps]
+        end = await end_offsets(consumer, all_tps) if all_tps else {}
+        begin = await consumer.beginning_offsets(all_tps) if all_tps else {}
+        return [
+            TopicInfo(
+                name=name,
+                partitions=len(tps),
+                records=sum(end[tp] - begin[tp] for tp in tps),
+                end_offsets={tp.partition: end[tp] for tp in tps},
             )
-        return out
+            for name, tps in by_topic.items()
+        ]
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -256,7 +282,7 @@ class PartitionLag:
 
     @property
     def lag(self) -> int:
-        return self.end - (self.committed or 0)
+        return max(0, self.end - (self.committed or 0))
 
 
 async def list_groups(kafka: KafkaSettings) -> list[str]:
@@ -268,6 +294,36 @@ async def list_groups(kafka: KafkaSettings) -> list[str]:
     finally:
         await admin.close()
     return sorted({str(g[0]) for g in groups})
+
+
+# The services' default consumer groups: listed even before they commit anything (some brokers list a
+# group only once it has committed offsets).
+KNOWN_GROUPS = ("invoice-svc", "dunning-svc", "notify-svc")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group: str
+    state: str  # Stable, PreparingRebalance, Empty, Dead, ...
+    members: int
+
+
+async def describe_groups(kafka: KafkaSettings, groups: Iterable[str]) -> list[GroupInfo]:
+    """State and member count of each group; groups the broker does not know are left out."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="arctl")
+    out = []
+    try:
+        await admin.start()
+        for group in groups:
+            for response in await admin.describe_consumer_groups([group]):
+                for described in response.groups:
+                    error, group_id, state = described[0], described[1], described[2]
+                    members = described[5] if len(described) > 5 else []
+                    if error == 0 and state not in ("Dead", ""):
+                        out.append(GroupInfo(str(group_id), str(state), len(members)))
+    finally:
+        await admin.close()
+    return out
 
 
 async def consumer_lag(
@@ -286,16 +342,19 @@ async def consumer_lag(
             )
         )
         tps = [tp for name in names for tp in await _partitions(meta, name)]
-        end = await meta.end_offsets(tps) if tps else {}
-    out: list[PartitionLag] = []
-    for group in group_ids:
-        async with _started(_consumer(kafka, group_id=group)) as consumer:
-            for tp in tps:
-                committed = await consumer.committed(tp)
-                if committed is None:
-                    continue
-                out.append(PartitionLag(group, tp.topic, tp.partition, int(committed), int(end[tp])))
-    return out
+        # Committed offsets first, end offsets after: a record arriving in between can only
+        # overstate the lag, never make it negative.
+        committed: list[tuple[str, TopicPartition, int]] = []
+        for group in group_ids:
+            async with _started(_consumer(kafka, group_id=group)) as consumer:
+                for tp in tps:
+                    offset = await consumer.committed(tp)
+                    if offset is not None:
+                        committed.append((group, tp, int(offset)))
+        end = await end_offsets(meta, list({tp for _, tp, _ in committed})) if committed else {}
+    return [
+        PartitionLag(group, tp.topic, tp.partition, offset, int(end[tp])) for group, tp, offset in committed
+    ]
 
 
 # ------------------------------------------------------------------------------------------ DLQ

@@ -156,3 +156,29 @@ async def test_dlq_list_and_replay_one_then_all(kafka_settings: KafkaSettings) -
     await kt.dlq_replay(kafka_settings, dlq, replay_all=True)
     back = await kt.read_all(kafka_settings, source)
     assert sorted(r.key or "" for r in back) == ["c-0", "c-0", "c-1"]
+
+
+async def test_end_offsets_count_every_record_of_a_batched_produce(kafka_settings: KafkaSettings) -> None:
+    """Several records sent in one batch: topics and lag still count all of them."""
+    topic = kafka_settings.topic(Topic.PAYMENT_EVENTS)
+    producer = make_producer(kafka_settings, linger_ms=100)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=b"{}", key=b"c-1", partition=2) for _ in range(3)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    info = {t.name: t for t in await kt.describe_topics(kafka_settings)}[topic]
+    assert info.records == 3
+    assert info.end_offsets[2] == 3
+    group = f"{kafka_settings.topic_prefix}batch-lag"
+    consumer = make_consumer(kafka_settings, group)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 2)
+        consumer.assign([tp])
+        await consumer.commit({tp: 1})
+    finally:
+        await consumer.stop()
+    [lag] = await kt.consumer_lag(kafka_settings, [group])
+    assert (lag.committed, lag.end, lag.lag) == (1, 3, 2)
