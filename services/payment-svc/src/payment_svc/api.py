@@ -9,15 +9,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from ar_events.events import ClientId, Id, PaymentMethod
+from ar_events.events import Id, PaymentMethod
 from ar_events.kafka import ensure_topics
-from ar_events.money import Money, PositiveMoney
+from ar_events.money import CURRENCY_EXPONENTS, CurrencyCode, Money
 from ar_web import (
     IdempotencyKey,
     Page,
@@ -46,6 +46,10 @@ log = logging.getLogger("payment_svc.api")
 
 ACCOUNT_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 AccountName = Annotated[str, Path(pattern=ACCOUNT_NAME, description="Processor account name")]
+#: Identifiers from outside: printable, no control characters (PostgreSQL refuses NUL in text).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+IdIn = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+ResourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 # --------------------------------------------------------------------------------------------------
 # Models
@@ -87,13 +91,25 @@ class PaymentOut(BaseModel):
         )
 
 
+class AmountIn(BaseModel):
+    """A positive amount in integer minor units of a known ISO 4217 currency."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_minor: int = Field(gt=0, le=10**15, description="Minor units (cents); > 0")
+    currency: CurrencyCode = Field(json_schema_extra={"enum": list(sorted(CURRENCY_EXPONENTS))})
+
+    def money(self) -> Money:
+        return Money(amount_minor=self.amount_minor, currency=self.currency)
+
+
 class ManualPaymentIn(BaseModel):
     """Money received outside a processor: a wire transfer, a check, cash."""
 
     model_config = ConfigDict(extra="forbid")
 
-    client_id: ClientId
-    amount: PositiveMoney
+    client_id: IdIn
+    amount: AmountIn
     method: Literal["wire", "transfer", "check", "cash", "other"] = Field(
         default="transfer", description="wire and transfer mean the same"
     )
@@ -123,18 +139,42 @@ class AccountOut(BaseModel):
     secrets: list[SecretOut]
 
 
-class AccountIn(BaseModel):
+STRIPE_SECRET = r"^[!-~]{16,512}$"
+STANDARD_SECRET = r"^whsec_(?:[A-Za-z0-9+/]{4}){6,120}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class StripeAccountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=ACCOUNT_NAME)
-    kind: AccountKind
-    secret: str | None = Field(default=None, min_length=1, max_length=512, description="First signing secret")
+    kind: Literal[AccountKind.STRIPE]
+    secret: str | None = Field(
+        default=None, pattern=STRIPE_SECRET, description="First signing secret (whsec_...)"
+    )
+
+
+class StandardAccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ACCOUNT_NAME)
+    kind: Literal[AccountKind.STANDARD]
+    secret: str | None = Field(
+        default=None,
+        pattern=STANDARD_SECRET,
+        description="First signing secret: whsec_ + base64 of >= 16 bytes",
+    )
+
+
+AccountIn = Annotated[StripeAccountIn | StandardAccountIn, Field(discriminator="kind")]
 
 
 class SecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    secret: str = Field(min_length=1, max_length=512, description="whsec_... as given by the processor")
+    secret: str = Field(
+        pattern=STRIPE_SECRET,
+        description="whsec_... as given by the processor; a standard account needs whsec_ + base64 (else 409)",
+    )
 
 
 class ParkedOut(BaseModel):
@@ -153,7 +193,7 @@ class ParkedOut(BaseModel):
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    client_id: ClientId
+    client_id: IdIn
     remember_customer: bool = Field(
         default=True, description="Also map the processor's customer id to this client for future events"
     )
@@ -169,7 +209,7 @@ class AssignOut(BaseModel):
 class CustomerMappingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    client_id: ClientId
+    client_id: IdIn
 
 
 class CustomerMappingOut(BaseModel):
@@ -193,10 +233,44 @@ def _container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(_container)]
 
 _RAW_JSON_BODY: dict[str, Any] = {
-    "requestBody": {
+    "required": True,
+    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+}
+
+
+def _header(name: str, pattern: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
         "required": True,
-        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern, "maxLength": 8192},
     }
+
+
+# Documented here rather than as FastAPI parameters: verification reads them from the raw request so a
+# missing or malformed header is a 400 problem counted in the rejection metric, not a generic 422.
+_STRIPE_DOC: dict[str, Any] = {
+    "requestBody": _RAW_JSON_BODY,
+    "parameters": [
+        _header(
+            "Stripe-Signature",
+            r"^t=[0-9]{1,12}(,v1=[0-9a-f]{64})+$",
+            "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>; several v1 during a rotation",
+        )
+    ],
+}
+_STANDARD_DOC: dict[str, Any] = {
+    "requestBody": _RAW_JSON_BODY,
+    "parameters": [
+        _header("webhook-id", r"^[A-Za-z0-9_.:-]{1,256}$", "Unique message id (the deduplication key)"),
+        _header("webhook-timestamp", r"^[0-9]{1,12}$", "Unix time of signing"),
+        _header(
+            "webhook-signature",
+            r"^v1,[A-Za-z0-9+/]{43}=( v1,[A-Za-z0-9+/]{43}=)*$",
+            "Space-separated v1,<base64 HMAC-SHA256 of '<id>.<timestamp>.<raw body>'>",
+        ),
+    ],
 }
 _WEBHOOK_ERRORS = problem_responses(400, 401, 404, 413)
 
@@ -233,12 +307,11 @@ async def _webhook(
     tags=["webhooks"],
     summary="Stripe-signed events for the account named `stripe`",
     responses=_WEBHOOK_ERRORS,
-    openapi_extra=_RAW_JSON_BODY,
+    openapi_extra=_STRIPE_DOC,
 )
 async def stripe_webhook(
     request: Request,
     c: ContainerDep,
-    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature", max_length=8192)] = None,
 ) -> WebhookAck:
     return await _webhook(c, request, "stripe", AccountKind.STRIPE, "stripe")
 
@@ -249,13 +322,12 @@ async def stripe_webhook(
     tags=["webhooks"],
     summary="Stripe-signed events for another Stripe account",
     responses=_WEBHOOK_ERRORS,
-    openapi_extra=_RAW_JSON_BODY,
+    openapi_extra=_STRIPE_DOC,
 )
 async def stripe_account_webhook(
     request: Request,
     c: ContainerDep,
     account: AccountName,
-    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature", max_length=8192)] = None,
 ) -> WebhookAck:
     return await _webhook(c, request, account, AccountKind.STRIPE, "stripe")
 
@@ -266,15 +338,12 @@ async def stripe_account_webhook(
     tags=["webhooks"],
     summary="Standard Webhooks-signed generic payment events (see the README for the payload)",
     responses=_WEBHOOK_ERRORS,
-    openapi_extra=_RAW_JSON_BODY,
+    openapi_extra=_STANDARD_DOC,
 )
 async def standard_webhook(
     request: Request,
     c: ContainerDep,
     account: AccountName,
-    webhook_id: Annotated[str | None, Header(alias="webhook-id", max_length=256)] = None,
-    webhook_timestamp: Annotated[str | None, Header(alias="webhook-timestamp", max_length=20)] = None,
-    webhook_signature: Annotated[str | None, Header(alias="webhook-signature", max_length=8192)] = None,
 ) -> WebhookAck:
     return await _webhook(c, request, account, AccountKind.STANDARD, "standard")
 
@@ -298,11 +367,9 @@ async def create_payment(
 ) -> Any:
     now = c.clock.now()
     received_at = body.received_at or now
-    if received_at > now + timedelta(days=1):
-        raise ProblemError(422, "Invalid request", "received_at is in the future", field="received_at")
     cmd = handlers.ManualPayment(
         client_id=body.client_id,
-        amount=body.amount,
+        amount=body.amount.money(),
         method=PaymentMethod.TRANSFER if body.method == "wire" else PaymentMethod(body.method),
         reference=body.reference,
         invoice_ids=tuple(dict.fromkeys(body.invoice_ids)),
@@ -343,13 +410,17 @@ def _position(params: PageParams) -> tuple[datetime, str] | None:
 
 
 @router.get(
-    "/v1/payments", response_model=Page[PaymentOut], tags=["payments"], summary="Payments, newest first"
+    "/v1/payments",
+    response_model=Page[PaymentOut],
+    tags=["payments"],
+    summary="Payments, newest first",
+    responses=problem_responses(400),
 )
 async def list_payments(
     c: ContainerDep,
     _: Annotated[Principal, Depends(authenticated())],
     params: Annotated[PageParams, Depends(page_params)],
-    client_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    client_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=PRINTABLE)] = None,
 ) -> Page[PaymentOut]:
     after = _position(params)
     async with c.deps.uow() as uow:
@@ -367,7 +438,7 @@ async def list_payments(
 async def get_payment(
     c: ContainerDep,
     _: Annotated[Principal, Depends(authenticated())],
-    payment_id: Annotated[str, Path(max_length=64)],
+    payment_id: ResourceId,
 ) -> PaymentOut:
     async with c.deps.uow() as uow:
         row = await uow.payments.get(payment_id)
@@ -380,7 +451,11 @@ async def get_payment(
 
 
 @router.get(
-    "/v1/parked", response_model=Page[ParkedOut], tags=["parked"], summary="Events waiting for a client"
+    "/v1/parked",
+    response_model=Page[ParkedOut],
+    tags=["parked"],
+    summary="Events waiting for a client",
+    responses=problem_responses(400),
 )
 async def list_parked(
     c: ContainerDep,
@@ -417,7 +492,7 @@ async def assign_parked(
     body: AssignIn,
     c: ContainerDep,
     _: Annotated[Principal, Depends(require_scopes("payments:admin"))],
-    parked_id: Annotated[str, Path(max_length=64)],
+    parked_id: ResourceId,
 ) -> AssignOut:
     now = c.clock.now()
     async with c.deps.uow() as uow:
@@ -498,7 +573,7 @@ async def create_account(body: AccountIn, c: ContainerDep, _: AdminDep) -> Accou
     response_model=SecretOut,
     tags=["accounts"],
     summary="Add a signing secret (rotation: add the new one, then remove the old one)",
-    responses=problem_responses(404),
+    responses=problem_responses(404, 409),
 )
 async def add_secret(body: SecretIn, account: AccountName, c: ContainerDep, _: AdminDep) -> SecretOut:
     try:
@@ -506,7 +581,9 @@ async def add_secret(body: SecretIn, account: AccountName, c: ContainerDep, _: A
     except KeyError:
         raise ProblemError(404, "Unknown account", f"No account named {account!r}") from None
     except AccountError as exc:
-        raise _account_error(exc) from None
+        # The body is well-formed; it conflicts with the account's kind (a Stripe-style secret on a
+        # Standard Webhooks account).
+        raise ProblemError(409, "Secret does not fit the account", exc.reason, field=exc.field) from None
     log.info("secret %s added to account %s", info.fingerprint, account)
     return SecretOut.of(info)
 
@@ -520,7 +597,7 @@ async def add_secret(body: SecretIn, account: AccountName, c: ContainerDep, _: A
 )
 async def remove_secret(
     account: AccountName,
-    secret_id: Annotated[str, Path(max_length=64)],
+    secret_id: ResourceId,
     c: ContainerDep,
     _: AdminDep,
 ) -> Response:
@@ -543,7 +620,7 @@ async def remove_secret(
 async def put_customer(
     body: CustomerMappingIn,
     processor: AccountName,
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)],
     c: ContainerDep,
     _: AdminDep,
 ) -> CustomerMappingOut:
@@ -562,7 +639,7 @@ async def put_customer(
 )
 async def get_customer(
     processor: AccountName,
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)],
     c: ContainerDep,
     _: Annotated[Principal, Depends(authenticated())],
 ) -> CustomerMappingOut:

@@ -264,3 +264,88 @@ def h() -> Any:
         READ_KEY = READ_KEY
 
     return H
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def service_env(url: str, kafka: KafkaSettings, port: int, **extra: str) -> dict[str, str]:
+    """Environment for ``python -m payment_svc`` as a real process."""
+    import os
+
+    accounts = {
+        "stripe": {"kind": "stripe", "secrets": [STRIPE_SECRET]},
+        "standard": {"kind": "standard", "secrets": [STANDARD_SECRET]},
+    }
+    env = {
+        **os.environ,
+        "PAYMENT_DATABASE__URL": url,
+        "PAYMENT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "PAYMENT_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "PAYMENT_HTTP__PORT": str(port),
+        "PAYMENT_ACCOUNTS": json.dumps(accounts),
+        "PAYMENT_LOG_LEVEL": "WARNING",
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "payment_svc", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def start_service(env: dict[str, str], port: int, command: str = "all") -> Any:
+    """Start the service as a process and wait until /healthz answers."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "payment_svc", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise AssertionError(f"service exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("service did not start")
+
+
+def stop_service(proc: Any, *, hard: bool = False) -> None:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except Exception:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stderr:
+        proc.stderr.close()
+
+
+@pytest.fixture
+def proc_tools() -> Any:
+    class P:
+        env = staticmethod(service_env)
+        cli = staticmethod(run_cli)
+        start = staticmethod(start_service)
+        stop = staticmethod(stop_service)
+
+    return P

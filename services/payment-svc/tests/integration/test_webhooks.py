@@ -340,7 +340,7 @@ async def test_admin_api_needs_the_admin_scope_and_validates_secrets(svc: Any, h
         json={"name": "bank", "kind": "standard", "secret": "whsec_!!notbase64"},
         headers=h.auth(),
     )
-    assert bad.status_code == 422 and bad.json()["field"] == "secret" and "notbase64" not in bad.text
+    assert bad.status_code == 422 and bad.json()["field"].endswith("secret") and "notbase64" not in bad.text
     ok = await svc.client.post(
         "/v1/accounts",
         json={"name": "bank", "kind": "standard", "secret": h.STANDARD_SECRET},

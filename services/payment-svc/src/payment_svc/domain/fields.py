@@ -30,7 +30,17 @@ def text(parent: dict[str, Any], key: str, path: str, *, required: bool = True) 
         raise PayloadError(path, "must be a string")
     if len(value) > MAX_ID:
         raise PayloadError(path, f"must be at most {MAX_ID} characters")
+    if not value.isprintable():
+        raise PayloadError(path, "must not contain control characters")
     return value
+
+
+def free_text(value: Any, limit: int = 500) -> str | None:
+    """Optional free text from a processor (a reason, a code): control characters dropped, length capped."""
+    if not isinstance(value, str):
+        return None
+    cleaned = "".join(c for c in value if c.isprintable() or c == " ")[:limit]
+    return cleaned or None
 
 
 def req_text(parent: dict[str, Any], key: str, path: str) -> str:
@@ -90,8 +100,8 @@ def id_list(value: Any, path: str) -> tuple[str, ...]:
         raise PayloadError(path, "must be a list of ids or a comma-separated string")
     out: list[str] = []
     for item in items:
-        if not isinstance(item, str) or len(item) > MAX_ID:
-            raise PayloadError(path, "every id must be a string of at most 128 characters")
+        if not isinstance(item, str) or len(item) > MAX_ID or not item.isprintable():
+            raise PayloadError(path, "every id must be a printable string of at most 128 characters")
         if item and item not in out:
             out.append(item)
     if len(out) > 100:

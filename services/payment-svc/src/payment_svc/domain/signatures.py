@@ -90,6 +90,7 @@ def parse_stripe_header(header: str | None) -> tuple[int, list[bytes]]:
         raise SignatureError(RejectReason.MALFORMED_HEADER, "Stripe-Signature header is too long")
     timestamp: int | None = None
     sigs: list[bytes] = []
+    saw_v1 = False
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
@@ -99,13 +100,14 @@ def parse_stripe_header(header: str | None) -> tuple[int, list[bytes]]:
                 raise SignatureError(RejectReason.MALFORMED_HEADER, "Stripe-Signature t= is not a unix time")
             timestamp = int(value)
         elif key == "v1" and len(sigs) < _MAX_SIGNATURES:
+            saw_v1 = True
             try:
                 sigs.append(bytes.fromhex(value))
             except ValueError:
                 continue  # an unreadable v1 simply cannot match
     if timestamp is None:
         raise SignatureError(RejectReason.MALFORMED_HEADER, "Stripe-Signature has no t= timestamp")
-    if not sigs:
+    if not saw_v1:
         raise SignatureError(RejectReason.MALFORMED_HEADER, "Stripe-Signature has no v1= signature")
     return timestamp, sigs
 
@@ -177,15 +179,17 @@ def verify_standard(
         raise SignatureError(RejectReason.MALFORMED_HEADER, "webhook-timestamp is not a unix time")
     timestamp = int(ts_raw)
     sigs: list[bytes] = []
+    saw_v1 = False
     for entry in sig_raw.split(" ")[:_MAX_SIGNATURES]:
         version, sep, value = entry.partition(",")
         if not sep or version != "v1":
             continue
+        saw_v1 = True
         try:
             sigs.append(base64.b64decode(value, validate=True))
         except (binascii.Error, ValueError):
             continue
-    if not sigs:
+    if not saw_v1:
         raise SignatureError(RejectReason.MALFORMED_HEADER, "webhook-signature has no v1 signature")
     keys: list[bytes] = []
     for secret in secrets:

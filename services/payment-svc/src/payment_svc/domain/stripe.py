@@ -12,7 +12,7 @@ from typing import Any
 
 from ar_events.events import ChargebackOutcome, PaymentMethod
 from payment_svc.domain import declines
-from payment_svc.domain.fields import id_list, integer, money, obj, req_text, text, unix_time
+from payment_svc.domain.fields import free_text, id_list, integer, money, obj, req_text, text, unix_time
 from payment_svc.domain.model import (
     ChargebackClosedIn,
     ChargebackOpenedIn,
@@ -76,7 +76,7 @@ def _hint(o: dict[str, Any]) -> ClientHint:
     customer = o.get("customer")
     if isinstance(customer, dict):  # expanded customer object
         customer = customer.get("id")
-    customer_id = customer if isinstance(customer, str) and customer else None
+    customer_id = text({"c": customer}, "c", "data.object.customer", required=False) if customer else None
     return ClientHint(client_id=client_id, customer_id=customer_id)
 
 
@@ -125,8 +125,7 @@ def _succeeded(o: dict[str, Any], created: Any) -> PaymentIn:
 def _failed(o: dict[str, Any], created: Any) -> PaymentFailedIn:
     error = o.get("last_payment_error")
     error = error if isinstance(error, dict) else {}
-    code = error.get("decline_code") or error.get("code")
-    decline_code = code if isinstance(code, str) and code else None
+    decline_code = free_text(error.get("decline_code") or error.get("code"), 128)
     kind, retry = declines.classify(decline_code)
     return PaymentFailedIn(
         reference=req_text(o, "id", "data.object.id"),
@@ -169,7 +168,6 @@ def _refunded(o: dict[str, Any], created: Any, event_id: str) -> tuple[RefundIn,
                 raise PayloadError(f"data.object.refunds.data[{i}]", "must be an object")
             if r.get("status") in ("failed", "canceled"):
                 continue
-            reason = r.get("reason")
             out.append(
                 RefundIn(
                     reference=req_text(r, "id", f"data.object.refunds.data[{i}].id"),
@@ -179,7 +177,7 @@ def _refunded(o: dict[str, Any], created: Any, event_id: str) -> tuple[RefundIn,
                         r.get("currency", currency),
                         f"data.object.refunds.data[{i}]",
                     ),
-                    reason=reason if isinstance(reason, str) else None,
+                    reason=free_text(r.get("reason")),
                     occurred_at=unix_time(r, "created", f"data.object.refunds.data[{i}].created")
                     if "created" in r
                     else created,
@@ -208,12 +206,11 @@ def _dispute(o: dict[str, Any], created: Any, *, closed: bool) -> ChargebackOpen
     amount = money(integer(o, "amount", "data.object.amount"), o.get("currency"), "data.object")
     hint = _hint(o)
     if not closed:
-        reason = o.get("reason")
         return ChargebackOpenedIn(
             reference=reference,
             payment_reference=payment_ref,
             amount=amount,
-            reason=reason if isinstance(reason, str) else None,
+            reason=free_text(o.get("reason")),
             occurred_at=created,
             hint=hint,
         )
