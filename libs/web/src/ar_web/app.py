@@ -28,6 +28,7 @@ def create_service_app(
     api_keys: KeyVerifier | None = None,
     body_limit: int = DEFAULT_BODY_LIMIT,
     readiness_timeout: float = 3.0,
+    access_log: bool = True,
     description: str = "",
     **fastapi_kwargs: Any,
 ) -> FastAPI:
@@ -41,7 +42,7 @@ def create_service_app(
         api_keys = ApiKeyStore(sessionmaker)
     app.state.api_keys = api_keys
     install_problem_handlers(app)
-    app.add_middleware(EdgeMiddleware, body_limit=body_limit)
+    app.add_middleware(EdgeMiddleware, body_limit=body_limit, access_log=access_log)
     checks = dict(readiness or {})
     app.add_api_route("/healthz", healthz_endpoint(), methods=["GET"], tags=["ops"], summary="Liveness")
     app.add_api_route(

@@ -14,7 +14,8 @@ correlation_id_var: ContextVar[str | None] = ContextVar("ar_correlation_id", def
 
 # Attributes every LogRecord has; anything else passed via ``extra=`` is emitted as a field.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "taskName", "color_message"}  # uvicorn adds color_message (ANSI) to its records
 )
 
 

@@ -17,9 +17,11 @@ from ar_web.metrics import HTTP_LATENCY, HTTP_REJECTED, HTTP_REQUESTS
 from ar_web.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 
 logger = logging.getLogger("ar_web.http")
+access_logger = logging.getLogger("ar_web.access")
 
 CORRELATION_HEADER = "x-correlation-id"
 DEFAULT_BODY_LIMIT = 1024 * 1024
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no access log lines
 _VALID_CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -30,9 +32,12 @@ class _BodyTooLarge(Exception):
 class EdgeMiddleware:
     """Correlation id in and out, 413 on large bodies (declared or streamed), metrics, 500 as problem."""
 
-    def __init__(self, app: ASGIApp, *, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+    def __init__(
+        self, app: ASGIApp, *, body_limit: int = DEFAULT_BODY_LIMIT, access_log: bool = True
+    ) -> None:
         self.app = app
         self.body_limit = body_limit
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,6 +90,20 @@ class EdgeMiddleware:
             method = scope.get("method", "")
             HTTP_REQUESTS.labels(method, route, status).inc()
             HTTP_LATENCY.labels(method, route, status).observe(elapsed)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO) and route not in _QUIET_ROUTES:
+                access_logger.info(
+                    "%s %s %s",
+                    method,
+                    scope.get("path", ""),
+                    status,
+                    extra={
+                        "method": method,
+                        "path": scope.get("path", ""),
+                        "route": route,
+                        "status": int(status),
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
             correlation_id_var.reset(token)
 
     def _limit_detail(self) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from ar_web import PROBLEM_MEDIA_TYPE
+from ar_web import PROBLEM_MEDIA_TYPE, configure_logging
 
 from ..conftest import Harness
 
@@ -206,3 +208,27 @@ async def test_openapi_documents_problems_and_security(harness: Harness) -> None
 async def test_malformed_authorization_is_401(harness: Harness, header: str) -> None:
     r = await harness.client.get("/v1/things", headers={"Authorization": header})
     assert r.status_code == 401
+
+
+async def test_logs_carry_the_correlation_id_of_the_request(harness: Harness) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    configure_logging("thing-svc", "INFO", stream=stream)
+    try:
+        await harness.client.get("/v1/things", headers={"X-Correlation-Id": "trace-1"})
+        await harness.client.get("/boom", headers={"X-Correlation-Id": "trace-2"})
+        await harness.client.get("/healthz", headers={"X-Correlation-Id": "trace-3"})
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "ar_web.access"]
+    assert [(a["correlation_id"], a["route"], a["status"]) for a in access] == [
+        ("trace-1", "/v1/things", 401),
+        ("trace-2", "/boom", 500),
+    ]
+    assert all(a["service"] == "thing-svc" and a["duration_ms"] >= 0 for a in access)
+    [error] = [line for line in lines if line["level"] == "ERROR"]
+    assert error["correlation_id"] == "trace-2"
+    assert "secret internal detail" in error["exc_info"]
