@@ -97,6 +97,18 @@ class SharedSimulatedClock:
         s = self._state()
         return s.start + timedelta(seconds=(time.time() - s.origin) * s.speed + s.offset_s)
 
+    def set_speed(self, speed: float) -> datetime:
+        """Run at ``speed`` from now on (0 pauses); the simulated time does not jump."""
+        if speed < 0:
+            raise ValueError("speed must not be negative")
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._cache = None
+            now = self.now()
+            _write_state(self.path, _SharedState(now, time.time(), speed, 0.0))
+        self._cache = None
+        return now
+
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta(0):
             raise ValueError("the simulated clock only moves forward")

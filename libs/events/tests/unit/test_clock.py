@@ -40,3 +40,14 @@ def test_shared_clock_is_seen_by_every_reader_and_survives_a_restart(tmp_path: P
     assert fresh.now() - START < timedelta(days=1)
     with pytest.raises(ValueError, match="forward"):
         fresh.advance(timedelta(hours=-1))
+
+
+def test_shared_clock_can_pause_and_speed_up_without_jumping(tmp_path: Path) -> None:
+    clock = SharedSimulatedClock.create(tmp_path / "clock.json", start=START, speed=1.0)
+    paused_at = clock.set_speed(0)
+    assert clock.now() == paused_at
+    clock.set_speed(86_400)
+    assert clock.now() >= paused_at
+    assert clock.now() - paused_at < timedelta(days=2)
+    with pytest.raises(ValueError, match="negative"):
+        clock.set_speed(-1)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -589,10 +590,24 @@ def mail_show(
 
 
 @app.command("demo")
-def demo() -> None:
-    """The `make run` demo: stack, demo portfolio, accelerated clock, live status (not yet)."""
-    console.print("not yet: the demo is being written (use `arctl stack up` for the stack without the demo)")
-    raise typer.Exit(1)
+def demo(
+    clients: Annotated[int, typer.Option(help="Clients in the demo portfolio")] = 200,
+    invoices: Annotated[int, typer.Option(help="Invoices in the demo portfolio")] = 2000,
+    days_per_second: Annotated[
+        float, typer.Option(envvar="AR_DEMO_DAYS_PER_SECOND", help="Simulated days per real second")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Portfolio seed (same seed, same portfolio)")] = 7,
+) -> None:
+    """The `make run` demo: the stack, a demo portfolio, an accelerated clock and a live status (Ctrl-C stops)."""
+    from ar_ops.demo import run_demo
+
+    config = devstack.StackConfig.from_env()
+    # SIGTERM stops the demo like Ctrl-C does: the main task is cancelled and the stack is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_demo(config, days_per_second=days_per_second, clients=clients, invoices=invoices, seed=seed)
+        )
 
 
 if __name__ == "__main__":

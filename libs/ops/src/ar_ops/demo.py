@@ -25,11 +25,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.progress import Progress
 from rich.table import Table
 
+from ar_events.clock import SharedSimulatedClock
 from ar_ops.mail import mail_files
 from ar_ops.portfolio import DemoClient, DemoInvoice, PayerKind, Portfolio, build_portfolio
 from ar_ops.stack import RunningStack, StackConfig, start_stack
@@ -219,10 +221,25 @@ async def _bounded(n: int, coros: list[Any]) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def load_portfolio(api: DemoApi, state: DemoState) -> None:
+async def load_portfolio(api: DemoApi, state: DemoState, console: Console | None = None) -> None:
     """Clients and invoices through REST; then every payment the payers will make, by simulated date."""
     pf = state.portfolio
-    ids = await _bounded(8, [api.create_client(c) for c in pf.clients])
+    progress = Progress(console=console, transient=True)
+    clients_bar = progress.add_task("clients", total=len(pf.clients))
+    invoices_bar = progress.add_task("invoices", total=pf.invoice_count)
+
+    async def create(c: DemoClient) -> str:
+        cid = await api.create_client(c)
+        progress.advance(clients_bar)
+        return cid
+
+    with progress:
+        await _load(api, state, create, lambda: progress.advance(invoices_bar))
+
+
+async def _load(api: DemoApi, state: DemoState, create: Any, tick: Any) -> None:
+    pf = state.portfolio
+    ids = await _bounded(8, [create(c) for c in pf.clients])
     state.clients = {c.external_id: cid for c, cid in zip(pf.clients, ids, strict=True)}
 
     async def issue(c: DemoClient, inv: DemoInvoice) -> None:
@@ -386,30 +403,61 @@ async def status_view(api: DemoApi, state: DemoState) -> Group:
     )
 
 
-async def run_demo(config: StackConfig, *, clients: int = 200, invoices: int = 2000, seed: int = 7) -> None:
-    """Start the stack, load the portfolio, run the payers and show the live status until Ctrl-C."""
-    from rich.console import Console
+async def reset_demo_state(config: StackConfig) -> None:
+    """Each demo starts from nothing: drop the previous run's databases and mail (credentials are kept)."""
+    for path in [*config.var.glob("*-svc.db*"), *mail_files(config.mail_dir)]:
+        path.unlink(missing_ok=True)
+    if config.database_url:
+        import asyncpg  # type: ignore[import-untyped]
+        from sqlalchemy.engine import make_url
 
+        url = make_url(config.database_url)
+        conn = await asyncpg.connect(
+            host=url.host, port=url.port, user=url.username, password=url.password, database="postgres"
+        )
+        try:
+            for spec in config.services:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{spec.database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def run_demo(
+    config: StackConfig,
+    *,
+    days_per_second: float = 1.0,
+    clients: int = 200,
+    invoices: int = 2000,
+    seed: int = 7,
+) -> None:
+    """Start the stack, load the portfolio, run the payers and show the live status until cancelled (Ctrl-C)."""
     console = Console()
+    await reset_demo_state(config)
+    config.clock_speed = 1.0  # real time while loading; the demo speeds the shared clock up afterwards
     stack = await start_stack(config, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     stop = asyncio.Event()
+    clock = SharedSimulatedClock(config.var / "clock.json")
     try:
-        async with httpx.AsyncClient(timeout=30) as http:
+        clock.set_speed(0)  # paused while the portfolio loads, so payers and dunning agree on "day 0"
+        async with httpx.AsyncClient(timeout=60) as http:
             api = DemoApi(stack, http)
             today = (await api.sim_now()).date()
             portfolio = build_portfolio(clients=clients, invoices=invoices, start=today, seed=seed)
             state = DemoState(stack, portfolio, today)
             console.print(
-                f"loading {clients} clients and {portfolio.invoice_count} invoices through the REST API ..."
+                f"loading {clients} clients and {portfolio.invoice_count} invoices through the REST API "
+                "(the simulated clock is paused meanwhile) ..."
             )
-            await load_portfolio(api, state)
+            await load_portfolio(api, state, console)
             plan_scenarios(state)
-            console.print("loaded; the clock runs, payers pay, dunning escalates.")
+            clock.set_speed(days_per_second * 86_400)
+            console.print(f"loaded; the clock runs at {days_per_second:g} simulated day(s) per second.")
             driver = asyncio.create_task(drive(api, state, stop))
             try:
                 with Live(await status_view(api, state), console=console, refresh_per_second=2) as live:
-                    while not driver.done():
-                        await asyncio.sleep(1)
+                    while not stop.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 1)
                         live.update(await status_view(api, state))
             finally:
                 stop.set()

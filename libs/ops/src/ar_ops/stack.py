@@ -27,6 +27,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from ar_events.broker import kafka_answers
+from ar_events.clock import SharedSimulatedClock, SystemClock
 from ar_events.kafka import ensure_topics
 from ar_events.settings import KafkaSettings
 
@@ -51,6 +52,7 @@ class ServiceSpec:
     module: str  # "invoice_svc"
     env_prefix: str  # "INVOICE_"
     default_port: int
+    database_name: str | None = None  # on PostgreSQL; default ar_<name>
 
     @property
     def dist(self) -> str:
@@ -58,7 +60,7 @@ class ServiceSpec:
 
     @property
     def database(self) -> str:
-        return f"ar_{self.name}"
+        return self.database_name or f"ar_{self.name}"
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -428,7 +430,8 @@ async def _run_step(
     return text
 
 
-async def _create_databases(config: StackConfig) -> None:
+async def create_databases(config: StackConfig) -> list[str]:
+    """Create each service's database on the PostgreSQL server of ``DATABASE_URL`` if missing; return those made."""
     import asyncpg  # type: ignore[import-untyped]
 
     assert config.database_url is not None
@@ -436,11 +439,14 @@ async def _create_databases(config: StackConfig) -> None:
     conn = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
     try:
         existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        made = []
         for spec in config.services:
             if spec.database not in existing:
                 await conn.execute(f'CREATE DATABASE "{spec.database}"')
+                made.append(spec.database)
     finally:
         await conn.close()
+    return made
 
 
 async def _wait_until(check: Any, component: Component, limit_s: float, what: str) -> None:
@@ -526,7 +532,9 @@ async def start_stack(config: StackConfig, *, progress: Any = None) -> RunningSt
 
         if config.database_url:
             say("creating the PostgreSQL databases " + ", ".join(s.database for s in config.services))
-            await _create_databases(config)
+            made = await create_databases(config)
+            if made:
+                say("created " + ", ".join(made))
 
         async def prepare(spec: ServiceSpec) -> None:
             env = _service_env(config, spec, creds)
@@ -571,6 +579,10 @@ async def start_stack(config: StackConfig, *, progress: Any = None) -> RunningSt
         except* StackError as failures:
             raise failures.exceptions[0] from None
 
+        # A fresh simulated clock for every stack start; processes restarted inside this stack resume it.
+        SharedSimulatedClock.create(
+            config.var / "clock.json", start=SystemClock().now(), speed=config.clock_speed, replace=True
+        )
         for spec in config.services:
             command = [config.python, "-m", spec.module, "all"]
             component = spawn(
