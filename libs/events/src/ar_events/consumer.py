@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
 
 _INBOX = TABLES.inbox
+_INBOX_INSERT: dict[str, Any] = {
+    name: dialect.insert(_INBOX)
+    .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    .returning(_INBOX.c.event_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 _ERROR_HEADER_MAX = 2000
 
 
@@ -308,13 +314,11 @@ class ConsumerRunner:
         ids = list(dict.fromkeys(item.envelope.id for item in items))
         async with self.sessionmaker() as session, session.begin():
             dialect = session.get_bind().dialect.name
-            ins: Any = postgresql.insert(_INBOX) if dialect == "postgresql" else sqlite.insert(_INBOX)
-            stmt = (
-                ins.values([{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids])
-                .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-                .returning(_INBOX.c.event_id)
-            )
-            fresh = set((await session.execute(stmt)).scalars())
+            stmt = _INBOX_INSERT[dialect]
+            rows = [{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids]
+            # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+            # from one cached compiled statement.
+            fresh = set((await session.execute(stmt, rows)).scalars())
             processed = duplicates = 0
             for item in items:
                 if item.envelope.id not in fresh:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +36,11 @@ _OUTBOX = TABLES.outbox
 _LEASE = TABLES.relay_lease
 _COLUMNS = (_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.type, _OUTBOX.c.value, _OUTBOX.c.headers)
 _ID_CHUNK = 1000
+_MARK_SENT_PG = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == func.any(bindparam("ids", type_=postgresql.ARRAY(BigInteger))))
+    .values(published_at=bindparam("now", type_=_OUTBOX.c.published_at.type))
+)
 
 
 def record_headers(row: Any) -> list[tuple[str, bytes]]:
@@ -46,13 +51,10 @@ def record_headers(row: Any) -> list[tuple[str, bytes]]:
     return headers
 
 
-async def publish_rows(
+async def send_rows(
     producer: AIOKafkaProducer, rows: Sequence[Any], kafka: KafkaSettings | None
-) -> tuple[list[int], BaseException | None]:
-    """Send rows (in id order) and wait for the acks; return the ids safe to mark sent and the first error.
-
-    After a failed row, later rows of the same key are not marked, so a key is never marked past a hole.
-    """
+) -> list[asyncio.Future[Any]]:
+    """Hand rows (in id order) to the producer; returns one ack future per row."""
     futures = []
     for row in rows:
         topic = kafka.topic(row.topic) if kafka else row.topic
@@ -60,6 +62,16 @@ async def publish_rows(
             topic, value=row.value, key=str(row.key).encode(), headers=record_headers(row)
         )
         futures.append(fut)
+    return futures
+
+
+async def collect_acks(
+    rows: Sequence[Any], futures: Sequence[asyncio.Future[Any]]
+) -> tuple[list[int], BaseException | None]:
+    """Wait for the acks; return the ids safe to mark sent and the first error.
+
+    After a failed row, later rows of the same key are not marked, so a key is never marked past a hole.
+    """
     results = await asyncio.gather(*futures, return_exceptions=True)
     ok: list[int] = []
     failed_keys: set[str] = set()
@@ -71,6 +83,13 @@ async def publish_rows(
         elif row.key not in failed_keys:
             ok.append(row.id)
     return ok, first_error
+
+
+async def publish_rows(
+    producer: AIOKafkaProducer, rows: Sequence[Any], kafka: KafkaSettings | None
+) -> tuple[list[int], BaseException | None]:
+    """Send rows and wait for their acks (see :func:`collect_acks`)."""
+    return await collect_acks(rows, await send_rows(producer, rows, kafka))
 
 
 class OutboxRelay:
@@ -103,6 +122,9 @@ class OutboxRelay:
         self._producer = producer
         self._own_producer = producer is None
         self._wake = asyncio.Event()
+        self._mark_task: asyncio.Future[None] | None = None
+        self._inflight: tuple[Sequence[Any], list[asyncio.Future[Any]]] | None = None
+        self._marking_ids: list[int] = []
         self._lease_until = 0.0
         self._next_retention = 0.0
 
@@ -127,6 +149,8 @@ class OutboxRelay:
                         await producer.start()
                         started = True
                     if not await self._ensure_lease(loop.time()):
+                        await self.settle()  # lost it: finish what is in flight, let the holder go on
+                        await self.drain()
                         await self._sleep(stop, min(self.lease_ttl / 3, 2.0))
                         continue
                     if loop.time() >= self._next_retention:
@@ -146,6 +170,10 @@ class OutboxRelay:
             await self._shutdown(producer, started)
 
     async def _shutdown(self, producer: AIOKafkaProducer, started: bool) -> None:
+        with contextlib.suppress(Exception):
+            await self.settle()
+        with contextlib.suppress(Exception):
+            await self.drain()
         if self.holds_lease:
             with contextlib.suppress(Exception):
                 await self._release_lease()
@@ -165,33 +193,66 @@ class OutboxRelay:
     # ---------------------------------------------------------------- publishing
 
     async def publish_batch(self) -> int:
-        """Publish up to ``batch_size`` unsent rows in id order; return how many were marked sent."""
+        """One pipeline step: read up to ``batch_size`` unsent rows in id order and send them.
+
+        The step overlaps three things: reading batch k+1 while batch k waits for its acks, and marking
+        batch k sent while batch k+1 is sent. Reads exclude the rows in flight instead of reading "after
+        the last id", so a row that committed late with a lower id is never skipped. Batch k+1 is sent only
+        after batch k's acks, so a key whose send failed is not sent past its hole. Returns rows read.
+        """
         assert self._producer is not None, "run() or publish_pending() starts the producer"
+        exclude = [*self._inflight_ids(), *self._marking_ids]
         async with self.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(*_COLUMNS)
-                    .where(_OUTBOX.c.published_at.is_(None))
-                    .order_by(_OUTBOX.c.id)
-                    .limit(self.settings.batch_size)
-                )
-            ).all()
-            await session.rollback()  # release the read (SQLite: the write lock of BEGIN IMMEDIATE)
-        if not rows:
-            return 0
-        ok, error = await publish_rows(self._producer, rows, self.kafka)
-        await self._mark_sent(ok)
+            query = select(*_COLUMNS).where(_OUTBOX.c.published_at.is_(None))
+            if exclude:
+                query = query.where(_OUTBOX.c.id.not_in(exclude))
+            rows = (await session.execute(query.order_by(_OUTBOX.c.id).limit(self.settings.batch_size))).all()
+            await session.rollback()  # release the snapshot (SQLite: the lock of BEGIN IMMEDIATE)
+        await self.settle()
+        if rows:
+            self._inflight = (rows, await send_rows(self._producer, rows, self.kafka))
+        if len(rows) < self.settings.batch_size:
+            await self.settle()  # idle: no next read to overlap with, finish now
+        return len(rows)
+
+    def _inflight_ids(self) -> list[int]:
+        return [row.id for row in self._inflight[0]] if self._inflight is not None else []
+
+    async def settle(self) -> None:
+        """Wait for the acks of the batch in flight and start marking it sent; raise its first send error."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        ok, error = await collect_acks(*inflight)
+        await self.drain()
+        if ok:
+            self._marking_ids = ok
+            self._mark_task = asyncio.ensure_future(self._mark_sent(ok))
         self.published += len(ok)
         RELAY_PUBLISHED.labels(self.name).inc(len(ok))
         if error is not None:
             raise error
-        return len(ok)
+
+    async def drain(self) -> None:
+        """Wait for the pending "mark sent" update (a failure leaves rows to be re-sent: harmless)."""
+        task, self._mark_task = self._mark_task, None
+        if task is not None:
+            try:
+                await task
+            finally:
+                self._marking_ids = []
 
     async def _mark_sent(self, ids: list[int]) -> None:
         if not ids:
             return
         now = self.clock.now()
         async with self.sessionmaker() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                # Losing this commit in a server crash only means re-sending the rows, which consumers
+                # absorb, so it need not wait for the WAL flush. One array parameter: one cached statement.
+                await session.execute(text("SET LOCAL synchronous_commit = off"))
+                await session.execute(_MARK_SENT_PG, {"ids": ids, "now": now})
+                return
             for start in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[start : start + _ID_CHUNK]
                 await session.execute(
@@ -205,10 +266,13 @@ class OutboxRelay:
         if own:
             self._producer = make_producer(self.kafka)
             await self._producer.start()
-        total = 0
+        before = self.published
         try:
-            while n := await self.publish_batch():
-                total += n
+            while await self.publish_batch():
+                pass
+            await self.settle()
+            await self.drain()
+            total = self.published - before
         finally:
             if own and self._producer is not None:
                 await self._producer.stop()
