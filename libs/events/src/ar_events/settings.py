@@ -10,12 +10,14 @@ from ar_events.topics import with_prefix
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    bootstrap_servers: str = "127.0.0.1:19092"
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated"
+    )
     topic_prefix: str = Field(default="", description="Prepended to every topic name (test isolation)")
-    partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    partitions: int = Field(default=6, ge=1, description="Partitions of topics created at start-up")
+    replication_factor: int = Field(default=1, ge=1, description="Replication of topics created at start-up")
     enable_idempotence: bool = Field(default=False, description="Off against the embedded broker (infra.md)")
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, description="Kafka client id (defaults to the service name)")
 
     def topic(self, name: str) -> str:
         return with_prefix(self.topic_prefix, name)
@@ -27,15 +29,15 @@ class DatabaseSettings(BaseModel):
     url: str = Field(
         description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///file.db"
     )
-    pool_size: int = 10
-    echo: bool = False
+    pool_size: int = Field(default=10, description="Connection pool size (PostgreSQL)")
+    echo: bool = Field(default=False, description="Log every SQL statement")
 
 
 class OutboxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     retention_days: int = Field(default=7, ge=0, description="Keep published rows this long for re-publish")
-    batch_size: int = Field(default=500, ge=1)
+    batch_size: int = Field(default=500, ge=1, description="Rows the relay publishes per batch")
     poll_interval_ms: int = Field(default=50, ge=1, description="Upper bound on relay latency after a commit")
 
 
@@ -43,6 +45,8 @@ class ConsumerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_attempts: int = Field(default=5, ge=1, description="Handler attempts before a record goes to the DLQ")
-    batch_max_records: int = Field(default=500, ge=1)
-    retry_initial_ms: int = 100
-    retry_max_ms: int = 5_000
+    batch_max_records: int = Field(
+        default=500, ge=1, description="Records per poll, applied in one transaction"
+    )
+    retry_initial_ms: int = Field(default=100, description="First retry delay of a failing handler")
+    retry_max_ms: int = Field(default=5_000, description="Largest retry delay of a failing handler")
