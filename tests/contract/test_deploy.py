@@ -85,3 +85,24 @@ def test_compose_has_kraft_kafka_postgres_and_the_four_services() -> None:
         assert f"CREATE DATABASE {db};" in init_sql
         prefix = service.removesuffix("-svc").upper()
         assert services[service]["environment"][f"{prefix}_DATABASE__URL"].endswith("/" + db)
+
+
+def _service_env_names() -> set[str]:
+    names: set[str] = set()
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for svc in compose["services"].values():
+        names |= set((svc.get("environment") or {}).keys())
+    for _, doc in K8S_DOCS:
+        if doc["kind"] == "Secret":
+            names |= set(doc.get("stringData", {}))
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                names |= {e["name"] for e in container.get("env", [])}
+    return {n for n in names if n.split("_")[0] in ("INVOICE", "PAYMENT", "DUNNING", "NOTIFY")}
+
+
+def test_every_service_variable_in_deploy_is_a_real_setting() -> None:
+    from tests.contract.test_readme import settings_rows
+
+    known = {name for name, _, _ in settings_rows()}
+    assert _service_env_names() - known == set()
