@@ -1,4 +1,7 @@
-"""deploy/ parses, the Kubernetes manifests validate against their schemas, compose is wired consistently."""
+"""deploy/ parses, the Kubernetes manifests validate against their schemas, compose is wired consistently.
+
+``uv run python tests/contract/test_deploy.py`` rewrites the policies ConfigMap from the shipped policy file.
+"""
 
 from __future__ import annotations
 
@@ -106,3 +109,29 @@ def test_every_service_variable_in_deploy_is_a_real_setting() -> None:
 
     known = {name for name, _, _ in settings_rows()}
     assert _service_env_names() - known == set()
+
+
+POLICIES = DEPLOY.parent / "services" / "dunning-svc" / "src" / "dunning_svc" / "policies.yaml"
+POLICIES_CONFIGMAP = DEPLOY / "k8s" / "policies-configmap.yaml"
+
+
+def policies_configmap() -> str:
+    body = "".join(f"    {line}" if line.strip() else "\n" for line in POLICIES.read_text().splitlines(True))
+    return (
+        "# Generated from services/dunning-svc/src/dunning_svc/policies.yaml by tests/contract/test_deploy.py;\n"
+        "# edit the policies here for your deployment (dunning-svc reads DUNNING_POLICIES_FILE).\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ar-policies\n  namespace: ar-dunning\n"
+        "data:\n  policies.yaml: |\n" + body
+    )
+
+
+def test_the_policies_configmap_ships_the_default_policies() -> None:
+    shipped = yaml.safe_load(POLICIES.read_text())
+    configmap = yaml.safe_load(POLICIES_CONFIGMAP.read_text())
+    assert yaml.safe_load(configmap["data"]["policies.yaml"]) == shipped, (
+        "regenerate: see the module docstring"
+    )
+
+
+if __name__ == "__main__":
+    POLICIES_CONFIGMAP.write_text(policies_configmap())
