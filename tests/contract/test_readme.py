@@ -78,7 +78,9 @@ def test_every_setting_is_in_the_readme_with_its_default(name: str, default: str
 
 def test_the_readme_names_no_setting_that_does_not_exist() -> None:
     known = {name for name, _, _ in settings_rows()}
-    listed = set(re.findall(r"^\| `((?:INVOICE|PAYMENT|DUNNING|NOTIFY)_[A-Z0-9_]+)` \|", README, re.MULTILINE))
+    listed = set(
+        re.findall(r"^\| `((?:INVOICE|PAYMENT|DUNNING|NOTIFY)_[A-Z0-9_]+)` \|", README, re.MULTILINE)
+    )
     assert listed - known == set()
 
 
