@@ -17,6 +17,7 @@ from ar_events.db import make_engine
 from ar_events.events import Sender, SenderKind
 from ar_events.kafka import ensure_topics
 from ar_events.relay import OutboxRelay
+from dunning_svc.calendars import calendar_for
 from dunning_svc.casework import CaseWork, Outcome
 from dunning_svc.consumer import build_consumer
 from dunning_svc.policies import PolicySpec, default_policy_path, load_policy_file
@@ -63,6 +64,7 @@ class Runtime:
                 if attempt == 2:
                     raise
         self.work = CaseWork(book, self.ar_sender)
+        calendar_for("UTC", "US", self.clock.now().year)  # imports the holiday tables once, at start-up
         self.scheduler = Scheduler(
             self.sessionmaker, self.work, self.clock, self.settings.scheduler, on_commit=self.relay.wake
         )

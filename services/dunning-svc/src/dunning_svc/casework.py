@@ -91,10 +91,10 @@ _STEP_TYPES = frozenset(
 
 
 def _summary(payload: Payload) -> str:
-    data = payload.model_dump(
-        mode="json", exclude={"statement", "recipients", "client_id", "lines"}, exclude_none=True
-    )
-    return json.dumps(data, separators=(",", ":"))
+    return payload.model_dump_json(exclude=_SUMMARY_EXCLUDE, exclude_none=True)
+
+
+_SUMMARY_EXCLUDE = {"statement", "recipients", "client_id", "lines"}
 
 
 class CaseWork:
@@ -150,10 +150,15 @@ class CaseWork:
             row = cases.get(cid)
             case = row.case if row is not None else DunningCase.new(cid)
             decision: Decision | None = None
+            last: Decision | None = None
+            evaluated = False
             emitted: list[tuple[Payload, Envelope[Any] | None]] = []
             items = inputs[cid]
-            for item in items:
+            payments: list[tuple[str, int]] = []
+            cause_reason: ResolutionReason | None = None
+            for n, item in enumerate(items):
                 cause: Envelope[Any] | None = None
+                decision = None
                 if isinstance(item, Envelope):
                     cause = item
                     ev = item.data
@@ -165,8 +170,20 @@ class CaseWork:
                         if inv is not None and invs.get(inv.invoice_id) != inv:
                             invs[inv.invoice_id] = inv
                             changed_invoices[inv.invoice_id] = inv
-                    ctx = self.context(case, ledger_of(client, invs), now)
-                    decision = self._on_event(case, ev, ctx, now)
+                        if isinstance(ev, InvoicePaymentApplied):
+                            payments.append((ev.amount.currency, ev.amount.amount_minor))
+                        cause_reason = _resolution_cause(ev) or cause_reason
+                        nxt = items[n + 1] if n + 1 < len(items) else None
+                        if isinstance(nxt, Envelope) and isinstance(nxt.data, PROJECTED):
+                            continue  # a run of invoice events is evaluated once, at its end
+                        for currency, amount in payments:
+                            case = domain.count_payment(case, currency, amount)
+                        ctx = self.context(case, ledger_of(client, invs), now)
+                        decision = domain.on_ledger_changed(case, ctx, now, cause_reason)
+                        payments, cause_reason = [], None
+                    else:
+                        ctx = self.context(case, ledger_of(client, invs), now)
+                        decision = self._on_event(case, ev, ctx, now)
                 else:
                     timeline.append(self._op_row(case, item, now))
                     ctx = self.context(case, ledger_of(client, invs), now)
@@ -178,12 +195,15 @@ class CaseWork:
                         posts.append((item.post, cid))
                 if decision is not None:
                     case = decision.case
+                    last = decision
+                    evaluated = True
                     emitted.extend((p, cause) for p in decision.emit)
-            if not items or decision is None:
-                decision = domain.on_tick(case, self.context(case, ledger_of(client, invs), now), now)
-                case = decision.case
-                emitted.extend((p, None) for p in decision.emit)
-            next_at = domain.next_action_at(case, self.context(case, ledger_of(client, invs), now), now)
+            if not evaluated:
+                last = domain.on_tick(case, self.context(case, ledger_of(client, invs), now), now)
+                case = last.case
+                emitted.extend((p, None) for p in last.emit)
+            assert last is not None
+            next_at = last.next_action_at  # computed by the last decision, for the case as it stands
             if client_changed:
                 client_rows.append(repo.client_row(client, now))
             invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
@@ -231,19 +251,8 @@ class CaseWork:
     def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
         if isinstance(ev, Command):
             return self._on_command(case, ev, ctx, now)
-        if isinstance(ev, InvoicePaymentApplied):
-            return domain.on_payment_applied(case, ev.amount, ctx, now)
         if isinstance(ev, NotificationFailed):
             return domain.on_notification_failed(case, ev, ctx, now)
-        if isinstance(ev, PROJECTED):
-            cause: ResolutionReason | None = None
-            if isinstance(ev, InvoiceVoided):
-                cause = ResolutionReason.VOIDED
-            elif isinstance(ev, CreditNoteIssued):
-                cause = ResolutionReason.CREDITED
-            elif isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
-                cause = ResolutionReason.DISPUTED
-            return domain.on_ledger_changed(case, ctx, now, cause)
         return None  # payments and sent notifications: the timeline only
 
     def _on_command(self, case: DunningCase, cmd: Command, ctx: Context, now: datetime) -> Decision:
@@ -293,6 +302,16 @@ class CaseWork:
             "event_id": None,
             "data": json.dumps(dict(op.data), default=str),
         }
+
+
+def _resolution_cause(ev: Payload) -> ResolutionReason | None:
+    if isinstance(ev, InvoiceVoided):
+        return ResolutionReason.VOIDED
+    if isinstance(ev, CreditNoteIssued):
+        return ResolutionReason.CREDITED
+    if isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
+        return ResolutionReason.DISPUTED
+    return None
 
 
 def _task_row(t: ManualTaskCreated) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def project(
 ) -> tuple[ClientRecord, InvoiceRecord | None]:
     """Apply one invoice-topic event; returns the client record and the invoice record it changed (if any)."""
     if isinstance(event, ClientRegistered | ClientUpdated):
-        return replace(client, profile=ClientProfile.model_validate(event.model_dump())), None
+        fields = {name: getattr(event, name) for name in ClientProfile.model_fields}
+        return replace(client, profile=ClientProfile.model_construct(**fields)), None
     invoice_id = getattr(event, "invoice_id", None)
     if invoice_id is None:
         return client, None

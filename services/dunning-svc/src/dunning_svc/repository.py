@@ -13,7 +13,8 @@ from pydantic import TypeAdapter
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ar_events.events import ClientProfile
+from ar_events.events import Channel, ClientProfile, Contact, ContactRole, NotificationPreferences, Person
+from ar_events.money import Money
 from ar_events.tables import UtcDateTime, add_plumbing_tables
 from ar_web import add_web_tables
 from dunning_svc.domain import DunningCase
@@ -187,7 +188,7 @@ async def load_clients(session: AsyncSession, client_ids: Iterable[str]) -> dict
     t = client_table
     rows = await session.execute(sa.select(t).where(t.c.client_id.in_(ids)))
     for r in rows.mappings():
-        profile = ClientProfile.model_validate_json(r["profile"]) if r["profile"] else None
+        profile = load_profile(r["profile"]) if r["profile"] else None
         out[r["client_id"]] = ClientRecord(
             r["client_id"], profile, int(r["late_days_sum"]), int(r["paid_count"])
         )
@@ -223,6 +224,41 @@ async def load_invoices(
         )
         out.setdefault(rec.client_id, {})[rec.invoice_id] = rec
     return out
+
+
+def load_profile(text: str) -> ClientProfile:
+    """A stored profile, validated when its event was consumed: rebuilt without validating addresses again."""
+    d = json.loads(text)
+    am = d.get("account_manager")
+    prefs = d.get("preferences") or {}
+    credit = d.get("credit_limit")
+    return ClientProfile.model_construct(
+        client_id=d["client_id"],
+        external_id=d["external_id"],
+        name=d["name"],
+        segment=d["segment"],
+        tags=tuple(d.get("tags") or ()),
+        account_manager=Person.model_construct(name=am["name"], email=am["email"]) if am else None,
+        contacts=tuple(
+            Contact.model_construct(
+                name=c["name"],
+                email=c["email"],
+                phone=c.get("phone"),
+                role=ContactRole(c.get("role") or "billing"),
+            )
+            for c in d["contacts"]
+        ),
+        language=d.get("language", "en"),
+        time_zone=d.get("time_zone", "UTC"),
+        country=d.get("country", "US"),
+        payment_terms_days=d.get("payment_terms_days", 30),
+        credit_limit=Money.model_construct(**credit) if credit else None,
+        preferences=NotificationPreferences.model_construct(
+            channels=tuple(Channel(x) for x in prefs.get("channels", ["email"])),
+            webhook_url=prefs.get("webhook_url"),
+            payment_receipts=prefs.get("payment_receipts", False),
+        ),
+    )
 
 
 def client_row(rec: ClientRecord, now: datetime) -> dict[str, Any]:
@@ -299,12 +335,30 @@ async def earliest_timer(session: AsyncSession) -> datetime | None:
     return value
 
 
+_PG_BULK_UPDATE = sa.text(
+    """
+    UPDATE dunning_case AS c SET state = v.state, stage = v.stage, cycle = v.cycle, level = v.level,
+        policy_name = v.policy_name, policy_version = v.policy_version, next_action_at = v.next_action_at,
+        body = v.body, updated_at = v.updated_at
+    FROM unnest(CAST(:case_id AS text[]), CAST(:state AS text[]), CAST(:stage AS text[]), CAST(:cycle AS int[]),
+                CAST(:level AS int[]), CAST(:policy_name AS text[]), CAST(:policy_version AS int[]),
+                CAST(:next_action_at AS timestamptz[]), CAST(:body AS text[]), CAST(:updated_at AS timestamptz[]))
+        AS v(case_id, state, stage, cycle, level, policy_name, policy_version, next_action_at, body, updated_at)
+    WHERE c.case_id = v.case_id
+    """
+)
+
+
 async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], existing: set[str]) -> None:
     new = [r for r in rows if r["client_id"] not in existing]
     old = [r for r in rows if r["client_id"] in existing]
     if new:
         await session.execute(sa.insert(case_table), new)
-    if old:
+    if old and session.get_bind().dialect.name == "postgresql":
+        # one statement for the whole batch: UPDATE .. FROM unnest(arrays)
+        cols = [c for c in old[0] if c != "client_id"]
+        await session.execute(_PG_BULK_UPDATE, {c: [r[c] for r in old] for c in cols})
+    elif old:
         t = case_table
         cols = [c for c in old[0] if c not in ("case_id", "client_id")]
         stmt = (

@@ -6,6 +6,7 @@ from dunning_svc.domain.machine import (
     agree_plan,
     assign_collector,
     complete_task,
+    count_payment,
     escalate_now,
     next_action_at,
     notification_key,
@@ -37,7 +38,7 @@ from dunning_svc.domain.policy import Policy, PolicyMatch, Step, StepAction, sel
 __all__ = [
     "BlockingTask", "BusinessCalendar", "Context", "Decision", "DunningCase", "Ledger", "OpenInvoice", "Pause",
     "Plan", "PlanInstallment", "Policy", "PolicyMatch", "Promise", "Rejected", "Step", "StepAction",
-    "TaskCompletion", "agree_plan", "assign_collector", "case_id_for", "complete_task", "escalate_now",
+    "TaskCompletion", "agree_plan", "assign_collector", "case_id_for", "complete_task", "count_payment", "escalate_now",
     "next_action_at", "next_business_moment", "notification_key", "on_ledger_changed", "on_notification_failed",
     "on_payment_applied", "on_tick", "pause", "record_promise", "resume", "select_policy", "statement",
 ]  # fmt: skip

@@ -44,12 +44,13 @@ def age(inv: OpenInvoice, today: date) -> int:
     return (today - inv.due_date).days
 
 
-def _above_minimum(invoices: Iterable[OpenInvoice], policy: Policy) -> tuple[OpenInvoice, ...]:
+def _above_minimum(invoices: Iterable[OpenInvoice], minimums: dict[str, int]) -> tuple[OpenInvoice, ...]:
     invs = tuple(invoices)
     totals: dict[str, int] = {}
     for inv in invs:
         totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
-    return tuple(inv for inv in invs if totals[inv.currency] >= policy.minimum(inv.currency))
+    ok = {cur for cur, total in totals.items() if total >= max(1, minimums.get(cur, 1))}
+    return tuple(inv for inv in invs if inv.currency in ok)
 
 
 def exposure(
@@ -57,18 +58,19 @@ def exposure(
 ) -> Exposure:
     """Split the open invoices into what may be dunned today, per currency and minimum."""
     scope_age = policy.scope_start_age
-    live = [i for i in invoices if i.amount_due > 0]
-    undisputed = [i for i in live if not (i.disputed or i.invoice_id in local_disputes)]
-    overdue_undisputed = [i for i in undisputed if age(i, today) >= 1]
+    minimums = dict(policy.min_balance)
+    live = [(i, (today - i.due_date).days) for i in invoices if i.amount_due > 0]
+    undisputed = [(i, a) for i, a in live if not (i.disputed or i.invoice_id in local_disputes)]
+    overdue_undisputed = [i for i, a in undisputed if a >= 1]
     overdue: dict[str, int] = {}
     for inv in overdue_undisputed:
         overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
     return Exposure(
         overdue=overdue,
-        dunnable_overdue=_above_minimum(overdue_undisputed, policy),
-        dunnable_in_scope=_above_minimum((i for i in undisputed if age(i, today) >= scope_age), policy),
-        in_scope_with_disputes=_above_minimum((i for i in live if age(i, today) >= scope_age), policy),
-        upcoming_ids=frozenset(i.invoice_id for i in undisputed if scope_age <= age(i, today) < 1),
+        dunnable_overdue=_above_minimum(overdue_undisputed, minimums),
+        dunnable_in_scope=_above_minimum((i for i, a in undisputed if a >= scope_age), minimums),
+        in_scope_with_disputes=_above_minimum((i for i, a in live if a >= scope_age), minimums),
+        upcoming_ids=frozenset(i.invoice_id for i, a in undisputed if scope_age <= a < 1),
     )
 
 

@@ -114,11 +114,18 @@ def on_ledger_changed(
 
 def on_payment_applied(case: DunningCase, amount: Money, ctx: Context, now: datetime) -> Decision:
     """Cash reached an invoice: count it towards a promise or plan, then re-evaluate the balance."""
-    if case.promise is not None and case.promise.currency == amount.currency:
-        case = replace(case, promise=replace(case.promise, paid=case.promise.paid + amount.amount_minor))
-    if case.plan is not None and case.plan.currency == amount.currency:
-        case = replace(case, plan=replace(case.plan, paid=case.plan.paid + amount.amount_minor))
-    return _decide(case, [], ctx, now, ResolutionReason.PAID)
+    return _decide(
+        count_payment(case, amount.currency, amount.amount_minor), [], ctx, now, ResolutionReason.PAID
+    )
+
+
+def count_payment(case: DunningCase, currency: str, amount_minor: int) -> DunningCase:
+    """Add cash applied to the client's invoices to the running promise and payment plan."""
+    if case.promise is not None and case.promise.currency == currency:
+        case = replace(case, promise=replace(case.promise, paid=case.promise.paid + amount_minor))
+    if case.plan is not None and case.plan.currency == currency:
+        case = replace(case, plan=replace(case.plan, paid=case.plan.paid + amount_minor))
+    return case
 
 
 def on_notification_failed(
@@ -282,7 +289,7 @@ def next_action_at(case: DunningCase, ctx: Context, now: datetime) -> datetime |
         when = cal.start_of_day(first)
     when = max(when, now)
     if step.action in MESSAGE_ACTIONS:
-        if not ctx.ledger.recipients():
+        if ctx.ledger.profile is None or not ctx.ledger.profile.contacts:
             return None
         when = _message_time(case, policy, ctx, when)
     if when <= now:
@@ -309,7 +316,13 @@ def _policy(case: DunningCase, ctx: Context) -> Policy:
 
 
 def _exposure(case: DunningCase, ctx: Context, policy: Policy, now: datetime) -> Exposure:
-    return exposure(ctx.ledger.invoices, policy, ctx.calendar.local_date(now), case.local_disputes)
+    key = ("exposure", policy.name, policy.version, case.local_disputes, now)
+    found = ctx.memo.get(key)
+    if isinstance(found, Exposure):
+        return found
+    exp = exposure(ctx.ledger.invoices, policy, ctx.calendar.local_date(now), case.local_disputes)
+    ctx.memo[key] = exp
+    return exp
 
 
 def _require_open(case: DunningCase) -> None:
@@ -480,7 +493,7 @@ def _fire_due_steps(case: DunningCase, ctx: Context, now: datetime, emit: list[P
         ):
             break
         if step.action in MESSAGE_ACTIONS:
-            if not ctx.ledger.recipients():
+            if ctx.ledger.profile is None or not ctx.ledger.profile.contacts:
                 break
             if _message_time(case, policy, ctx, now) > now:
                 break

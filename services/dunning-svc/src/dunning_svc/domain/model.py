@@ -62,12 +62,19 @@ class Ledger:
         """The client's billing contacts; the primary ones, then anyone, when no billing contact is known."""
         if self.profile is None:
             return ()
-        contacts = self.profile.contacts
-        for role in (ContactRole.BILLING, ContactRole.PRIMARY):
-            chosen = tuple(Person(name=c.name, email=c.email) for c in contacts if c.role is role)
-            if chosen:
-                return chosen
-        return tuple(Person(name=c.name, email=c.email) for c in contacts)
+        return _recipients(self.profile)
+
+
+def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
+    contacts = profile.contacts
+    for role in (ContactRole.BILLING, ContactRole.PRIMARY):
+        chosen = tuple(c for c in contacts if c.role == role)
+        if chosen:
+            break
+    else:
+        chosen = contacts
+    # the addresses were validated with the profile: build the values without validating them again
+    return tuple(Person.model_construct(name=c.name, email=c.email) for c in chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +191,8 @@ class Context:
             kind=SenderKind.AR_MAILBOX, name="Accounts Receivable", email="ar@example.com"
         )
     )
+    #: memo of derived values within one decision (the inputs above never change inside a Context)
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

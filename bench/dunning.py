@@ -1,0 +1,372 @@
+"""dunning-svc benchmarks on PostgreSQL, each beside its raw baseline in the same run.
+
+1. Projection ingest (events/s): the service's consumer (inbox, projection, case evaluation, timeline, one
+   transaction per poll) reading invoice events from the broker, beside a raw aiokafka consume + asyncpg
+   batched insert of the same records. Target: >= 50% of the baseline.
+2. Scheduler (steps/s): BENCH_DUNNING_CASES cases (default 1,000,000) bulk-loaded with COPY, of which
+   BENCH_DUNNING_DUE (default 100,000) are due: time to claim every due case and execute its step (domain
+   decision, case update, timeline, outbox row) beside a raw claim-and-update loop over the same table
+   (``FOR UPDATE SKIP LOCKED`` + ``UPDATE``, no domain, no outbox). Target: >= 20,000 steps/s.
+3. Idle scheduler: with nothing due, EXPLAIN of the due query (it must use ix_dunning_case_next_action) and
+   the cost of one poll.
+
+    uv run python -m bench dunning        (or: uv run python bench/dunning.py)
+Environment: BENCH_DUNNING_EVENTS (default 50000), BENCH_DUNNING_CASES, BENCH_DUNNING_DUE, DATABASE_URL /
+KAFKA_BOOTSTRAP_SERVERS (else local PostgreSQL on 127.0.0.1:5432 and the embedded broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ar_events.broker import EmbeddedBroker
+from ar_events.clock import ManualClock
+from ar_events.envelope import encode, new_event
+from ar_events.events import ClientRegistered, InvoiceIssued, InvoicePaymentApplied
+from ar_events.kafka import ensure_topics, make_producer
+from ar_events.money import Money
+from ar_events.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from ar_events.testing import asyncpg_dsn, create_database, drop_database, local_postgres_url
+from ar_events.topics import Topic
+from dunning_svc import repository as repo
+from dunning_svc.__main__ import migrate
+from dunning_svc.bootstrap import CONSUMER, build
+from dunning_svc.domain import BlockingTask, DunningCase  # noqa: F401  (documented shape of the bodies)
+from dunning_svc.domain.model import case_id_for
+from dunning_svc.settings import SchedulerSettings, Settings
+
+N_EVENTS = int(os.environ.get("BENCH_DUNNING_EVENTS", "50000"))
+N_CASES = int(os.environ.get("BENCH_DUNNING_CASES", "1000000"))
+N_DUE = int(os.environ.get("BENCH_DUNNING_DUE", "100000"))
+BATCH = 1000
+NOW = datetime(2026, 3, 16, 10, 0, tzinfo=UTC)  # a Monday
+
+
+# ------------------------------------------------------------------------------------------ 1. projection
+
+
+def _ingest_events(n: int) -> list[Any]:
+    """Per client: registered, then invoices issued (not yet due) and partly paid: a realistic invoice stream."""
+    per_client = 25
+    clients = max(1, n // per_client)
+    out = []
+    for c in range(clients):
+        cid = f"cli_{c:06d}"
+        out.append(ClientRegistered.model_validate({
+            "client_id": cid, "external_id": f"E{c}", "name": f"Client {c}", "segment": "smb",
+            "contacts": [{"name": "Paul", "email": "paul@example.com"}], "time_zone": "Europe/Paris", "country": "FR",
+        }))  # fmt: skip
+        for i in range(12):
+            m = Money(amount_minor=10_000 + i, currency="EUR")
+            iid = f"inv_{c}_{i}"
+            out.append(InvoiceIssued(client_id=cid, invoice_id=iid, number=f"F{c}-{i}", currency="EUR",
+                                     issue_date=date(2026, 3, 1), due_date=date(2026, 4, 30), subtotal=m,
+                                     tax=Money.zero("EUR"), total=m, amount_due=m))  # fmt: skip
+            out.append(InvoicePaymentApplied(client_id=cid, payment_id=f"p{c}-{i}", invoice_id=iid,
+                                             amount=Money(amount_minor=5_000, currency="EUR"),
+                                             amount_due_after=Money(amount_minor=5_000 + i, currency="EUR"),
+                                             applied_at=NOW))  # fmt: skip
+    return [new_event(p, source="bench", time=NOW) for p in out[:n]]
+
+
+async def _produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _raw_consume_insert(kafka: KafkaSettings, topic: str, dsn: str, n: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "CREATE TABLE raw_event (event_id text PRIMARY KEY, client_id text NOT NULL, type text NOT NULL)"
+    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        started = time.perf_counter()
+        done = 0
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            rows = []
+            for recs in batch.values():
+                for r in recs:
+                    env = json.loads(r.value)
+                    rows.append((env["id"], env["subject"], env["type"]))
+            if rows:
+                async with conn.transaction():
+                    await conn.executemany("INSERT INTO raw_event VALUES ($1, $2, $3)", rows)
+                done += len(rows)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+async def _service_ingest(kafka: KafkaSettings, db_url: str, n: int) -> tuple[float, dict[str, int]]:
+    settings = Settings(database=DatabaseSettings(url=db_url), kafka=kafka,
+                        consumer=ConsumerSettings(batch_max_records=BATCH))  # fmt: skip
+    await asyncio.to_thread(migrate, settings)
+    runtime = build(settings, clock=ManualClock(NOW))
+    await runtime.load_policies()
+    await runtime.start((CONSUMER,))
+    try:
+        assert runtime.runner is not None
+        await asyncio.wait_for(runtime.runner.ready.wait(), 60)
+        started = time.perf_counter()
+        while runtime.runner.stats.processed + runtime.runner.stats.duplicates < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        stats = runtime.runner.stats
+        return elapsed, {"processed": stats.processed, "batches": stats.batches}
+    finally:
+        await runtime.close()
+
+
+# ------------------------------------------------------------------------------------------ 2. scheduler
+
+
+def _due_case_body(cid: str) -> str:
+    """A case 9 days into the smb ladder: step 1 (overdue-1) sent, step 2 (overdue-2, at 8d) now due."""
+    case = DunningCase(
+        case_id=case_id_for(cid), client_id=cid, state="reminding", stage="reminding", cycle=1, level=1,  # type: ignore[arg-type]
+        reached_step=1, fired_steps=(1,), policy_name="smb", policy_version=1,
+        opened_at=NOW - timedelta(days=8), last_message_at=NOW - timedelta(days=8),
+    )  # fmt: skip
+    return repo.dump_case(case)
+
+
+async def _load_cases(dsn: str, n_cases: int, n_due: int) -> float:
+    """COPY the cases (and the due clients' projection rows) into the migrated database."""
+    conn = await asyncpg.connect(dsn)
+    started = time.perf_counter()
+    try:
+        profile = ClientRegistered.model_validate({
+            "client_id": "X", "external_id": "E", "name": "Client", "segment": "smb",
+            "contacts": [{"name": "Paul", "email": "paul@example.com"}], "time_zone": "Europe/Paris", "country": "FR",
+        }).model_dump_json()  # fmt: skip
+        due_template = _due_case_body("cli_TEMPLATE")
+        due_case_id = case_id_for("cli_TEMPLATE")
+        idle_template = repo.dump_case(DunningCase.new("cli_TEMPLATE"))
+        chunk = 100_000
+        for start in range(0, n_cases, chunk):
+            rows = []
+            for i in range(start, min(n_cases, start + chunk)):
+                cid = f"cli_{i:07d}"
+                case_id = f"case_{i:020d}"
+                if i < n_due:
+                    body = due_template.replace("cli_TEMPLATE", cid).replace(due_case_id, case_id)
+                    rows.append((case_id, cid, "reminding", "reminding", 1, 1, "smb", 1,
+                                 NOW - timedelta(seconds=i % 3600), body, NOW))  # fmt: skip
+                else:
+                    body = idle_template.replace("cli_TEMPLATE", cid).replace(
+                        case_id_for("cli_TEMPLATE"), case_id
+                    )
+                    rows.append((case_id, cid, "current", "current", 0, 0, None, None,
+                                 NOW + timedelta(days=1 + i % 60, seconds=i % 3600), body, NOW))  # fmt: skip
+            await conn.copy_records_to_table(
+                "dunning_case", records=rows,
+                columns=["case_id", "client_id", "state", "stage", "cycle", "level", "policy_name", "policy_version",
+                         "next_action_at", "body", "updated_at"],
+            )  # fmt: skip
+        clients = [
+            (f"cli_{i:07d}", profile.replace('"X"', f'"cli_{i:07d}"'), 0, 0, NOW) for i in range(n_due)
+        ]
+        await conn.copy_records_to_table("dunning_client", records=clients,
+                                         columns=["client_id", "profile", "late_days_sum", "paid_count", "updated_at"])  # fmt: skip
+        invoices = [(f"inv_{i}", f"cli_{i:07d}", f"F-{i}", "EUR", date(2026, 2, 1), date(2026, 3, 7), 250_000,
+                     250_000, "open", "[]", None, NOW) for i in range(n_due)]  # fmt: skip
+        await conn.copy_records_to_table("dunning_invoice", records=invoices,
+                                         columns=["invoice_id", "client_id", "number", "currency", "issue_date",
+                                                  "due_date", "total", "amount_due", "status", "disputes",
+                                                  "pay_link", "updated_at"])  # fmt: skip
+        await conn.execute("ANALYZE dunning_case; ANALYZE dunning_client; ANALYZE dunning_invoice")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+_RAW_CLAIM = """
+WITH due AS (
+  SELECT case_id FROM dunning_case WHERE next_action_at IS NOT NULL AND next_action_at <= $1
+  ORDER BY next_action_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+UPDATE dunning_case c SET next_action_at = c.next_action_at + interval '3650 days', level = c.level + 1000
+FROM due WHERE c.case_id = due.case_id
+"""
+
+
+async def _raw_claim_update(dsn: str) -> tuple[float, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        done = 0
+        started = time.perf_counter()
+        while True:
+            async with conn.transaction():
+                status = await conn.execute(_RAW_CLAIM, NOW, BATCH)
+            n = int(status.split()[-1])
+            if n == 0:
+                break
+            done += n
+        elapsed = time.perf_counter() - started
+        # put the timers back for the service run
+        await conn.execute("UPDATE dunning_case SET next_action_at = next_action_at - interval '3650 days', "
+                           "level = level - 1000 WHERE level >= 1000")  # fmt: skip
+        await conn.execute("VACUUM ANALYZE dunning_case")
+        return elapsed, done
+    finally:
+        await conn.close()
+
+
+async def _service_scheduler(db_url: str) -> tuple[float, int, int, Any]:
+    settings = Settings(database=DatabaseSettings(url=db_url), scheduler=SchedulerSettings(batch_size=BATCH))
+    runtime = build(settings, clock=ManualClock(NOW))
+    await runtime.load_policies()
+    assert runtime.scheduler is not None
+    sched = runtime.scheduler
+    try:
+        started = time.perf_counter()
+        while await sched.run_once():
+            pass
+        elapsed = time.perf_counter() - started
+        async with runtime.sessionmaker() as session:
+            from sqlalchemy import func, select
+
+            from ar_events.tables import TABLES
+
+            outbox = (await session.execute(select(func.count()).select_from(TABLES.outbox))).scalar_one()
+        # 3. idle: nothing is due any more
+        polls = 50
+        t = time.perf_counter()
+        for _ in range(polls):
+            assert await sched.run_once() == 0
+        poll_ms = (time.perf_counter() - t) / polls * 1000
+        return elapsed, sched.steps_fired, int(outbox), poll_ms
+    finally:
+        await runtime.close()
+
+
+async def _explain(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT body, next_action_at FROM dunning_case "
+            "WHERE next_action_at IS NOT NULL AND next_action_at <= $1 ORDER BY next_action_at LIMIT 1000 "
+            "FOR UPDATE SKIP LOCKED",
+            NOW,
+        )
+        return "\n".join(r[0] for r in rows)
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+async def main() -> dict[str, Any]:
+    server = os.environ.get("DATABASE_URL") or local_postgres_url()
+    broker: EmbeddedBroker | None = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = EmbeddedBroker(0)
+        await asyncio.to_thread(broker.start)
+        bootstrap = broker.bootstrap_servers
+    db_raw = await create_database(server, prefix="bench_dun_raw")
+    db_ingest = await create_database(server, prefix="bench_dun_ingest")
+    db_sched = await create_database(server, prefix="bench_dun_sched")
+    try:
+        # 1. projection ingest
+        events = _ingest_events(N_EVENTS)
+        records = [(e.key, encode(e)) for e in events]
+        raw_k = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bd{uuid.uuid4().hex[:8]}.")
+        svc_k = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bd{uuid.uuid4().hex[:8]}.")
+        await ensure_topics(raw_k)
+        await ensure_topics(svc_k)
+        await _produce(raw_k, raw_k.topic(Topic.INVOICE_EVENTS), records)
+        await _produce(svc_k, svc_k.topic(Topic.INVOICE_EVENTS), records)
+        raw_s = await _raw_consume_insert(
+            raw_k, raw_k.topic(Topic.INVOICE_EVENTS), asyncpg_dsn(db_raw), N_EVENTS
+        )
+        ingest_s, ingest_stats = await _service_ingest(svc_k, db_ingest, N_EVENTS)
+        raw_rate, ingest_rate = N_EVENTS / raw_s, N_EVENTS / ingest_s
+        print(
+            f"dunning projection ingest, {N_EVENTS:,} invoice events ({len(records[1][1])} bytes), PostgreSQL"
+        )
+        print(f"  baseline aiokafka consume + asyncpg batched insert {raw_rate:>10,.0f} events/s")
+        print(f"  dunning-svc consumer (inbox+projection+cases)      {ingest_rate:>10,.0f} events/s"
+              f"  ratio {ingest_rate / raw_rate:.0%} (target >= 50%)")  # fmt: skip
+
+        # 2. scheduler
+        await asyncio.to_thread(migrate, Settings(database=DatabaseSettings(url=db_sched)))
+        dsn = asyncpg_dsn(db_sched)
+        load_s = await _load_cases(dsn, N_CASES, N_DUE)
+        raw_claim_s, raw_done = await _raw_claim_update(dsn)
+        sched_s, steps, outbox_rows, poll_ms = await _service_scheduler(db_sched)
+        plan = await _explain(dsn)
+        raw_claim_rate, step_rate = raw_done / raw_claim_s, steps / sched_s
+        uses_index = "ix_dunning_case_next_action" in plan
+        print(f"dunning scheduler, {N_CASES:,} cases ({N_DUE:,} due) loaded with COPY in {load_s:.1f} s")
+        print(
+            f"  baseline raw claim-and-update loop (SKIP LOCKED)   {raw_claim_rate:>10,.0f} cases/s ({raw_done:,})"
+        )
+        print(f"  scheduler: claim + decide + update + outbox        {step_rate:>10,.0f} steps/s"
+              f" ({steps:,} steps, {outbox_rows:,} outbox rows, {sched_s:.1f} s) target >= 20,000/s")  # fmt: skip
+        print(
+            f"  idle poll with nothing due: {poll_ms:.2f} ms per poll; due query uses the index: {uses_index}"
+        )
+        print("  " + plan.replace("\n", "\n  "))
+    finally:
+        for db in (db_raw, db_ingest, db_sched):
+            await drop_database(db)
+        if broker is not None:
+            await asyncio.to_thread(broker.stop)
+    return {
+        "events": N_EVENTS,
+        "cases": N_CASES,
+        "due": N_DUE,
+        "figures": [
+            {
+                "name": "projection ingest",
+                "value": round(ingest_rate),
+                "unit": "events/s",
+                "baseline_name": "aiokafka consume + asyncpg batched insert",
+                "baseline": round(raw_rate),
+                "ratio": round(ingest_rate / raw_rate, 3),
+                "target": 0.5,
+            },
+            {
+                "name": "scheduler steps",
+                "value": round(step_rate),
+                "unit": "steps/s",
+                "baseline_name": "raw claim-and-update loop",
+                "baseline": round(raw_claim_rate),
+                "ratio": round(step_rate / raw_claim_rate, 3),
+                "target": None,
+            },
+        ],
+        "scheduler_target_steps_per_s": 20000,
+        "ingest_stats": ingest_stats,
+        "load_seconds": round(load_s, 1),
+        "outbox_rows": outbox_rows,
+        "idle_poll_ms": round(poll_ms, 3),
+        "due_query_uses_index": uses_index,
+        "due_query_plan": plan,
+    }
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
