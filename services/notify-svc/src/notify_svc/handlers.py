@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ar_events.clock import Clock
-from ar_events.envelope import Envelope, new_event
+from ar_events.envelope import Envelope
 from ar_events.events import (
     AgencyWarningIssued,
     Channel,
@@ -195,11 +195,25 @@ def failed_event(
     return _wrap(payload, r, _event_id(r["id"], r["generation"], f"failed:{r.get('attempts', 0)}"), now)
 
 
-def _wrap(payload: Any, r: Mapping[str, Any], event_id: str, now: datetime) -> Envelope[Any]:
-    env = new_event(
-        payload, source=SOURCE, time=now, correlation_id=r.get("correlation_id") or None, event_id=event_id
+_ENVELOPES: dict[type[Payload], Any] = {
+    NotificationSent: Envelope[NotificationSent],
+    NotificationFailed: Envelope[NotificationFailed],
+}
+
+
+def _wrap(payload: Payload, r: Mapping[str, Any], event_id: str, now: datetime) -> Envelope[Any]:
+    """Like ``new_event``, with the concrete envelope class resolved once (pydantic generics are slow to look up)."""
+    env: Envelope[Any] = _ENVELOPES[type(payload)](
+        id=event_id,
+        source=SOURCE,
+        type=payload.TYPE,
+        time=now.astimezone(UTC),
+        subject=payload.client_id,
+        correlationid=r.get("correlation_id") or event_id,
+        causationid=r["source_event_id"],
+        data=payload,
     )
-    return env.model_copy(update={"causationid": r["source_event_id"]})
+    return env
 
 
 def _mapping(row: Any) -> Mapping[str, Any]:

@@ -64,7 +64,9 @@ def test_message_is_multipart_alternative_with_text_then_html() -> None:
     assert msg["Content-Language"] == "fr"
     assert msg["X-AR-Case-Id"] == "case_1"
     assert mail.envelope_from == "ar@x.example"
-    assert msg.get_body(("plain",)).get_content().strip() == "Bonjour Zoë"
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == "Bonjour Zoë\n"
+    assert msg.get_body(("html",)).get_content() == "<p>Bonjour Zoë</p>"
+    assert all(len(line) <= 78 for line in mail.data.split(b"\r\n"))
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,44 @@ async def test_names_are_checked_after_resolution() -> None:
         await resolve_target("http://u:p@example.com/", allow_loopback=True, allow_private=True)
     target = await resolve_target("http://127.0.0.1:9/x?y=1", allow_loopback=True, allow_private=False)
     assert target.pinned_url() == "http://127.0.0.1:9/x?y=1"
+
+
+def test_header_injection_through_names_is_neutralised() -> None:
+    rendered = Rendered(subject="Hi\r\nBcc: evil@x.example", text="t", html="<p>h</p>", language="en")
+    mail = build_message(
+        rendered,
+        from_name="AR",
+        from_address="ar@x.example",
+        to_name="Eve\r\nBcc: evil@x.example",
+        to_address="eve@y.example",
+        message_id="<m@d>",
+        date=datetime(2026, 3, 2, tzinfo=UTC),
+        mailbox_name="AR",
+        mailbox_address="ar@x.example",
+    )
+    msg = email.message_from_bytes(mail.data, policy=policy.default)
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == "Hi Bcc: evil@x.example"
+
+
+def test_long_lines_and_non_ascii_headers_are_encoded() -> None:
+    text = "é" * 300 + "\n" + "x" * 500 + "\n"
+    rendered = Rendered(
+        subject="Überfällig: " + "ä" * 120, text=text, html="<p>" + "y" * 2000 + "</p>", language="de"
+    )
+    mail = build_message(
+        rendered,
+        from_name="Jürgen Müller",
+        from_address="jm@x.example",
+        to_name="Zoë",
+        to_address="z@y.example",
+        message_id="<m@d>",
+        date=datetime(2026, 3, 2, tzinfo=UTC),
+        mailbox_name="AR",
+        mailbox_address="ar@x.example",
+    )
+    assert all(len(line) <= 78 for line in mail.data.split(b"\r\n"))
+    msg = email.message_from_bytes(mail.data, policy=policy.default)
+    assert msg["Subject"] == "Überfällig: " + "ä" * 120
+    assert msg["From"] == "Jürgen Müller <jm@x.example>"
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == text

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from babel import Locale
+from babel.numbers import format_currency
 from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import escape
@@ -179,3 +181,54 @@ def test_minor_units_convert_exactly(amount: int, currency: str) -> None:
     value = to_decimal(amount, currency)
     assert isinstance(value, Decimal)
     assert value.scaleb(CURRENCY_EXPONENTS[currency]) == amount
+
+
+LOCALES = [
+    "en_US",
+    "en_GB",
+    "en_IN",
+    "fr_FR",
+    "fr_CH",
+    "fr_CA",
+    "de_DE",
+    "de_CH",
+    "de_AT",
+    "ja_JP",
+    "nl_NL",
+    "es_ES",
+    "ar_EG",
+    "he_IL",
+    "fr",
+    "de",
+    "en",
+]
+
+
+@given(
+    amount=st.integers(min_value=-(10**13), max_value=10**13),
+    currency=st.sampled_from(["EUR", "USD", "JPY", "KWD", "CHF", "INR", "GBP", "CLP", "BHD"]),
+    locale=st.sampled_from(LOCALES),
+)
+def test_fast_money_format_equals_babel(amount: int, currency: str, locale: str) -> None:
+    loc = Locale.parse(locale)
+    expected = format_currency(to_decimal(amount, currency), currency, locale=loc)
+    assert format_money({"amount_minor": amount, "currency": currency}, loc) == expected
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ statement.update({'x': 1}) }}",
+        "{{ statement.pop('invoices') }}",
+        "{{ statement.__class__ }}",
+        "{{ statement['__class__'] }}",
+        "{{ statement.invoices.append(1) }}",
+        "{{ statement.items.__self__ }}",
+        "{{ client.__init__.__globals__ }}",
+    ],
+)
+def test_view_data_cannot_be_mutated_or_escaped(tmp_path: Path, expression: str) -> None:
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "overdue-1.subject.txt").write_text("S " + expression)
+    with pytest.raises(RenderError):
+        Renderer(override_dir=tmp_path).render("overdue-1", "en", _ctx("overdue-1"))
