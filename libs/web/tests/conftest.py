@@ -117,6 +117,9 @@ def build_app(
             ).scalar_one()
             if harness_state["hold"]:
                 await asyncio.sleep(harness_state["hold"])
+            if harness_state.get("fail_once"):
+                harness_state["fail_once"] = False
+                raise ProblemError(503, "Downstream unavailable", "failing on purpose after the reservation")
             return await guard.complete(
                 session,
                 201,

@@ -44,6 +44,7 @@ def create_service_app(
     install_problem_handlers(app)
     app.add_middleware(EdgeMiddleware, body_limit=body_limit, access_log=access_log)
     checks = dict(readiness or {})
+    app.state.readiness = checks  # add checks later (e.g. in the lifespan): app.state.readiness["x"] = check
     app.add_api_route("/healthz", healthz_endpoint(), methods=["GET"], tags=["ops"], summary="Liveness")
     app.add_api_route(
         "/readyz",

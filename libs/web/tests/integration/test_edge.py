@@ -232,3 +232,21 @@ async def test_logs_carry_the_correlation_id_of_the_request(harness: Harness) ->
     [error] = [line for line in lines if line["level"] == "ERROR"]
     assert error["correlation_id"] == "trace-2"
     assert "secret internal detail" in error["exc_info"]
+
+
+async def test_readiness_checks_added_after_creation_are_run(harness: Harness) -> None:
+    async def consumers() -> None:
+        raise RuntimeError("consumer group not joined")
+
+    harness.app.state.readiness["consumers"] = consumers
+    r = await harness.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["failed"] == ["consumers"]
+    assert "not joined" in r.json()["checks"]["consumers"]
+
+
+async def test_method_not_allowed_is_405_problem_with_allow(harness: Harness) -> None:
+    r = await harness.client.delete("/v1/things")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert r.headers["allow"]

@@ -62,3 +62,17 @@ async def test_concurrent_duplicates_with_other_bodies_conflict(harness: Harness
     )
     assert sorted([a.status_code, b.status_code]) == [201, 409]
     assert await harness.count_things() == 1
+
+
+async def test_duplicate_takes_over_when_the_first_request_rolls_back(harness: Harness) -> None:
+    harness.state["hold"] = 0.3
+    harness.state["fail_once"] = True
+    first = asyncio.create_task(harness.client.post("/v1/things", json=BODY, headers=_h(harness, "k-r")))
+    await asyncio.sleep(0.1)  # the first holds the reservation, uncommitted, when the second arrives
+    second = await harness.client.post("/v1/things", json=BODY, headers=_h(harness, "k-r"))
+    assert (await first).status_code == 503
+    assert second.status_code == 201, second.text
+    assert "idempotent-replayed" not in second.headers
+    assert await harness.count_things() == 1
+    third = await harness.client.post("/v1/things", json=BODY, headers=_h(harness, "k-r"))
+    assert third.json() == second.json()
