@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -167,26 +167,35 @@ async def _drop_pg_database(name: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def web_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, then a PostgreSQL database (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'web.db'}"
-        return
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """One PostgreSQL database for the session (tests reset its tables); None when PostgreSQL is absent."""
     try:
-        name = await _create_pg_database()
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+        name = asyncio.run(_create_pg_database())
+    except (OSError, asyncpg.PostgresError):
+        yield None
+        return
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
-        await _drop_pg_database(name)
+        asyncio.run(_drop_pg_database(name))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def web_db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: str | None) -> str:
+    """An empty schema: a fresh SQLite file, or the session's PostgreSQL database (tables recreated)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'web.db'}"
+    if pg_database is None:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}")
+    return pg_database
 
 
 @pytest.fixture
 async def harness(web_db_url: str) -> AsyncIterator[Harness]:
     engine = make_engine(web_db_url)
     async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
         await conn.run_sync(metadata.create_all)
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     async with sessionmaker() as session:
