@@ -221,7 +221,13 @@ class Dispatcher:
                     continue
                 schedule = d.email_schedule_s if row.channel == "email" else d.webhook_schedule_s
                 t = after_attempt(
-                    result, attempts=row.attempts, schedule=schedule, jitter=d.jitter, now=now, rng=self.rng
+                    result,
+                    attempts=row.attempts,
+                    schedule=schedule,
+                    jitter=d.jitter,
+                    now=now,
+                    rng=self.rng,
+                    recoveries=row.recoveries,
                 )
                 DELIVERIES.labels(row.channel, result.outcome.value).inc()
                 updates.append(
@@ -232,10 +238,10 @@ class Dispatcher:
                         "message_id": result.message_id or row.message_id,
                         "last_error": None if t.status == Status.SENT else result.detail,
                         "error_code": None if t.status == Status.SENT else result.code,
-                        "permanent": t.permanent if t.status == Status.FAILED else None,
+                        "permanent": t.permanent if t.status in (Status.FAILED, Status.UNKNOWN) else None,
                         "sent_at": now if t.status == Status.SENT else None,
                         "updated_at": now,
-                        "recoveries": row.recoveries,
+                        "recoveries": row.recoveries + (1 if t.uses_recovery else 0),
                     }
                 )
                 attempts.append(

@@ -62,7 +62,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        if type(obj) is View and isinstance(argument, str) and argument in obj and not argument.startswith("_"):
+        if (
+            type(obj) is View
+            and isinstance(argument, str)
+            and argument in obj
+            and not argument.startswith("_")
+        ):
             return obj[argument]
         return super().getitem(obj, argument)
 

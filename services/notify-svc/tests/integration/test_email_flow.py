@@ -10,7 +10,7 @@ from sqlalchemy import select
 from ar_events.events import AgencyWarningIssued, ClientRegistered, ReminderRequested
 from ar_events.settings import KafkaSettings
 from ar_events.testing import sample_event
-from notify_svc.repository import delivery_attempt, suppression
+from notify_svc.repository import Repository, delivery_attempt, suppression
 
 from .conftest import MailSink, NotifyTopic, eventually, make_settings, publish, running
 
@@ -26,8 +26,17 @@ async def test_agency_warning_email_content_headers_multipart_and_language(
 ) -> None:
     settings = make_settings(database_url, kafka_settings, smtp_port=mail_sink.port)
     warning = sample_event(AgencyWarningIssued)  # fr, from the account manager, deadline 2026-03-12
-    async with running(settings), NotifyTopic(kafka_settings) as topic:
-        await publish(kafka_settings, sample_event(ClientRegistered), warning)
+    async with running(settings) as services, NotifyTopic(kafka_settings) as topic:
+        # Different topics, so no order between them: let the profile land first (else the name falls back
+        # to the recipient's, see the README).
+        await publish(kafka_settings, sample_event(ClientRegistered))
+
+        async def projected() -> bool:
+            async with services.sessionmaker() as session:
+                return await Repository(session).contact_profile(CLIENT) is not None
+
+        await eventually(projected)
+        await publish(kafka_settings, warning)
         sent = await topic.wait_for(lambda e: e.type == "ar.notify.sent.v1")
     assert len(mail_sink.messages) == 1
     rcpts, _ = mail_sink.messages[0]

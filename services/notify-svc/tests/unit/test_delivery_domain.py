@@ -99,3 +99,13 @@ def test_backoff_stays_within_the_jitter_band(attempt: int, jitter: float, seed:
     assert delay is not None
     base = schedule[attempt - 1]
     assert base * (1 - jitter) - 1e-6 <= delay.total_seconds() <= base * (1 + jitter) + 1e-6
+
+
+def test_lost_reply_after_data_shares_the_single_resend_with_crashes() -> None:
+    lost = Result(Outcome.UNCERTAIN, "connection lost during DATA", code="uncertain")
+    first = after_attempt(lost, attempts=1, schedule=SCHEDULE, jitter=0.0, now=NOW, rng=random.Random(1))
+    assert first.status == Status.PENDING and first.uses_recovery
+    again = after_attempt(
+        lost, attempts=2, schedule=SCHEDULE, jitter=0.0, now=NOW, rng=random.Random(1), recoveries=1
+    )
+    assert again.status == Status.UNKNOWN and again.emit_failed and not again.permanent

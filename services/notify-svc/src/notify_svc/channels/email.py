@@ -221,6 +221,15 @@ class SmtpSender:
                     with contextlib.suppress(Exception):
                         await smtp.rset()
                     return self._reply(exc.code, exc.message, mail)
+                except _CONNECTION_ERRORS as exc:
+                    # The message may have been accepted and only the reply lost: not a plain retry.
+                    smtp.close()
+                    return Result(
+                        Outcome.UNCERTAIN,
+                        detail=f"connection lost during DATA: {exc}"[:500],
+                        code="uncertain",
+                        message_id=mail.message_id,
+                    )
                 return Result(
                     Outcome.SENT,
                     detail=response.message[:200],

@@ -32,6 +32,7 @@ class Outcome(StrEnum):
     TEMPLATE_ERROR = "template_error"
     SUPPRESSED = "suppressed"
     ENDPOINT_GONE = "endpoint_gone"
+    UNCERTAIN = "uncertain"  # the connection broke after the message was handed over, before the reply
     CRASHED = "crashed"
 
 
@@ -62,6 +63,7 @@ class Transition:
     permanent: bool = False
     suppress_recipient: bool = False
     disable_endpoint: bool = False
+    uses_recovery: bool = False  # spends the one resend allowed when delivery may already have happened
 
 
 def backoff(attempt: int, schedule: Sequence[float], jitter: float, rng: random.Random) -> timedelta | None:
@@ -81,8 +83,11 @@ def after_attempt(
     jitter: float,
     now: datetime,
     rng: random.Random,
+    recoveries: int = 0,
 ) -> Transition:
     """Where a notification goes after attempt number ``attempts`` ended with ``result``."""
+    if result.outcome == Outcome.UNCERTAIN:
+        return _uncertain(recoveries, now)
     if result.outcome == Outcome.SENT:
         return Transition(Status.SENT, emit_sent=True)
     if result.outcome == Outcome.TRANSIENT:
@@ -109,9 +114,14 @@ def recover(recoveries: int, now: datetime) -> Transition:
     at most one duplicate. A second crash in the same window stops retrying: ``unknown``, reported as a
     non-permanent failure for a person to check and resend by hand.
     """
+    return _uncertain(recoveries, now)
+
+
+def _uncertain(recoveries: int, now: datetime) -> Transition:
+    """Delivery may have happened: one resend per notification in total (crash or lost reply), then stop."""
     if recoveries == 0:
-        return Transition(Status.PENDING, next_attempt_at=now)
-    return Transition(Status.UNKNOWN, emit_failed=True, permanent=False)
+        return Transition(Status.PENDING, next_attempt_at=now, uses_recovery=True)
+    return Transition(Status.UNKNOWN, emit_failed=True, permanent=False, uses_recovery=True)
 
 
 def classify_smtp_reply(code: int) -> Outcome:
