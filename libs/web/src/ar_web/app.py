@@ -94,6 +94,8 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 if method in _BODY_METHODS:
                     responses.setdefault("400", problem_schema_ref(400))
                     responses.setdefault("413", problem_schema_ref(413))
+                if any(p.get("name") == "cursor" for p in operation.get("parameters", [])):
+                    responses.setdefault("400", problem_schema_ref(400))  # a tampered cursor
                 if operation.get("security"):
                     responses.setdefault("401", problem_schema_ref(401))
                     responses.setdefault("403", problem_schema_ref(403))

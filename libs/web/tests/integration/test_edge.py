@@ -200,6 +200,7 @@ async def test_openapi_documents_problems_and_security(harness: Harness) -> None
     assert "application/problem+json" in post["responses"]["422"]["content"]
     assert {"401", "403", "409", "413"} <= set(post["responses"])
     assert "Problem" in doc["components"]["schemas"]
+    assert {"400", "401", "403", "422"} <= set(doc["paths"]["/v1/things"]["get"]["responses"])
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])
     assert (await harness.client.get("/docs")).status_code == 200
 
