@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
@@ -72,6 +73,11 @@ _STATUS = {ErrorKind.INVALID: (422, "Invalid request"), ErrorKind.CONFLICT: (409
 def _uow(request: Request) -> UnitOfWork:
     uow: UnitOfWork = request.app.state.make_uow()
     return uow
+
+
+def _json(model: BaseModel) -> Response:
+    """Serialise once (the route's response_model documents it; large reports skip re-validation)."""
+    return Response(content=model.model_dump_json(), media_type="application/json")
 
 
 def _after(params: PageParams) -> list[Any] | None:
@@ -331,10 +337,10 @@ async def aging(
     _: ReportReader,
     as_of: AsOf = None,
     group_by: Literal["client", "account_manager", "segment"] = "client",
-) -> AgingOut:
+) -> Any:
     """Balances on a date in buckets current, 1-30, 31-60, 61-90, 90+ days past due, per currency."""
     async with _uow(request) as uow:
-        return await handlers.aging_report(uow, as_of, group_by)
+        return _json(await handlers.aging_report(uow, as_of, group_by))
 
 
 @router.get("/reports/dso", response_model=KpiOut, tags=["reports"])
@@ -344,19 +350,19 @@ async def dso(
     as_of: AsOf = None,
     period_days: Annotated[int, Query(ge=1, le=730)] = 90,
     months: Annotated[int, Query(ge=1, le=36, description="Months the countback may walk back")] = 12,
-) -> KpiOut:
+) -> Any:
     """Countback DSO, standard and best-possible DSO, average days delinquent and CEI, per currency."""
     async with _uow(request) as uow:
-        return await handlers.kpi_report(uow, as_of, period_days, months)
+        return _json(await handlers.kpi_report(uow, as_of, period_days, months))
 
 
 @router.get("/reports/payment-delay", response_model=DelayOut, tags=["reports"])
 async def payment_delay(
     request: Request, _: ReportReader, as_of: AsOf = None, since: date | None = None
-) -> DelayOut:
+) -> Any:
     """Amount-weighted average days paid after the due date, per client and currency."""
     async with _uow(request) as uow:
-        return await handlers.payment_delay_report(uow, as_of, since)
+        return _json(await handlers.payment_delay_report(uow, as_of, since))
 
 
 @router.get("/reports/pareto", response_model=ParetoOut, tags=["reports"])
@@ -365,10 +371,10 @@ async def pareto(
     _: ReportReader,
     as_of: AsOf = None,
     fraction: Annotated[float, Query(gt=0, le=1)] = 0.2,
-) -> ParetoOut:
+) -> Any:
     """Share of the overdue balance held by the top 20% (``fraction``) of clients with an overdue balance."""
     async with _uow(request) as uow:
-        return await handlers.pareto_report(uow, as_of, fraction)
+        return _json(await handlers.pareto_report(uow, as_of, fraction))
 
 
 # ----------------------------------------------------------------------------------------------- wiring
@@ -384,8 +390,11 @@ async def _on_integrity_error(request: Request, exc: Exception) -> Response:
     # A concurrent request won a unique constraint (external_id, invoice number): nothing was written here.
     text = str(getattr(exc, "orig", exc))
     field = "external_id" if "external_id" in text else "number" if "number" in text else None
-    return problem_response(409, "Conflict", "a concurrent request created the same thing", field=field,
-                            instance=request.url.path)  # fmt: skip
+    detail = {
+        "external_id": "a client with this external_id already exists",
+        "number": "the client already has an invoice with this number",
+    }.get(field or "", "a concurrent request changed the same data")
+    return problem_response(409, "Conflict", detail, field=field, instance=request.url.path)
 
 
 def install_routes(app: FastAPI) -> None:

@@ -219,9 +219,11 @@ class Links:
 
 async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()) -> InvoiceRecord:
     """POST /v1/invoices: price the lines, apply any client credit, emit InvoiceIssued (and payments)."""
-    client = await uow.clients.get(body.client_id, lock=True)
+    client, has_credit, number_taken = await uow.clients.for_issue(body.client_id, body.currency, body.number)
     if client is None:
         raise invalid("client_id", f"no client {body.client_id!r}")
+    if number_taken:
+        raise conflict("number", f"client {client.id} already has an invoice numbered {body.number!r}")
     now = uow.clock.now()
     issue_date = body.issue_date or now.date()
     due = due_date_for(issue_date, body.due_date, client.payment_terms_days)
@@ -245,8 +247,11 @@ async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()
         if body.early_payment_discount
         else None
     )
-    if await uow.invoices.number_taken(client.id, body.number):
-        raise conflict("number", f"client {client.id} already has an invoice numbered {body.number!r}")
+    credits = []
+    if has_credit:
+        # Consuming credit must be serialised with other users of this client's payments (lock, then re-read).
+        await uow.clients.get(client.id, lock=True)
+        credits = await uow.payments.with_credit(client.id, body.currency)
     fresh = Invoice(
         id=new_id("inv"),
         client_id=client.id,
@@ -258,7 +263,7 @@ async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()
         amount_due=totals.total,
         discount=terms,
     )
-    decision = apply_credit(fresh, await uow.payments.with_credit(client.id, body.currency), now)
+    decision = apply_credit(fresh, credits, now)
     final = next((i for i in decision.invoices if i.id == fresh.id), fresh)
     credit_applied = sum(a.amount for a in decision.allocations)
     rec = InvoiceRecord(

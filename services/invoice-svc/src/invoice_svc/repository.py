@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     case,
+    exists,
     func,
     insert,
     literal,
@@ -204,13 +205,18 @@ ledger_entry = Table(
     Column("invoice_id", String(64), ForeignKey("invoice.id"), nullable=False),
     Column("client_id", String(64), nullable=False),
     Column("currency", String(3), nullable=False),
+    Column("due_date", Date, nullable=False, comment="The invoice's due date (immutable), for aging"),
     Column("entry_date", Date, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("amount", Money, nullable=False),
 )
-# Aging/receivables as of a date: an index-only scan of (entry_date, invoice_id, amount).
-Index("ix_ledger_date_invoice", ledger_entry.c.entry_date, ledger_entry.c.invoice_id, ledger_entry.c.amount)
-Index("ix_ledger_invoice", ledger_entry.c.invoice_id)
+# Balances as of a date: one ordered, index-only pass per invoice (PostgreSQL INCLUDE columns; plain on SQLite).
+Index(
+    "ix_ledger_invoice_cover",
+    ledger_entry.c.invoice_id,
+    ledger_entry.c.entry_date,
+    postgresql_include=["amount", "client_id", "currency", "due_date"],
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,6 +426,24 @@ class ClientRepository:
             stmt = stmt.with_for_update()
         row = (await self.session.execute(stmt)).first()
         return _client_record(row) if row else None
+
+    async def for_issue(
+        self, client_id: str, currency: str, number: str
+    ) -> tuple[ClientRecord | None, bool, bool]:
+        """One round trip for issuing: the client, whether it has credit in ``currency``, whether ``number`` is taken."""
+        unapplied = payment.c.amount - payment.c.allocated - payment.c.refunded - payment.c.held
+        has_credit = (
+            exists().where(payment.c.client_id == client.c.id, payment.c.currency == currency, unapplied > 0)
+        ).label("has_credit")
+        taken = (exists().where(invoice.c.client_id == client.c.id, invoice.c.number == number)).label(
+            "taken"
+        )
+        row = (
+            await self.session.execute(select(client, has_credit, taken).where(client.c.id == client_id))
+        ).first()
+        if row is None:
+            return None, False, False
+        return _client_record(row), bool(row.has_credit), bool(row.taken)
 
     async def by_external_id(self, external_id: str) -> ClientRecord | None:
         row = (await self.session.execute(select(client).where(client.c.external_id == external_id))).first()
@@ -648,6 +672,7 @@ class InvoiceRepository:
                 "invoice_id": e.invoice_id,
                 "client_id": e.client_id,
                 "currency": e.currency,
+                "due_date": e.due_date,
                 "entry_date": e.entry_date,
                 "kind": e.kind.value,
                 "amount": e.amount,
@@ -833,11 +858,19 @@ class ReportRepository:
         self.session = session
 
     def _balances(self, as_of: date) -> Any:
+        """Per invoice: its balance on ``as_of`` with client, currency and due date, from the ledger alone."""
+        le = ledger_entry.c
         return (
-            select(ledger_entry.c.invoice_id, func.sum(ledger_entry.c.amount).label("balance"))
-            .where(ledger_entry.c.entry_date <= as_of)
-            .group_by(ledger_entry.c.invoice_id)
-            .having(func.sum(ledger_entry.c.amount) != 0)
+            select(
+                le.invoice_id,
+                func.max(le.client_id).label("client_id"),
+                func.max(le.currency).label("currency"),
+                func.max(le.due_date).label("due_date"),
+                func.sum(le.amount).label("balance"),
+            )
+            .where(le.entry_date <= as_of)
+            .group_by(le.invoice_id)
+            .having(func.sum(le.amount) != 0)
             .subquery("bal")
         )
 
@@ -845,29 +878,25 @@ class ReportRepository:
         bal = self._balances(as_of)
         cut = dict(bucket_cutoffs(as_of))
         bucket = case(
-            (invoice.c.due_date >= cut["current"], literal("current")),
-            (invoice.c.due_date >= cut["1-30"], literal("1-30")),
-            (invoice.c.due_date >= cut["31-60"], literal("31-60")),
-            (invoice.c.due_date >= cut["61-90"], literal("61-90")),
+            (bal.c.due_date >= cut["current"], literal("current")),
+            (bal.c.due_date >= cut["1-30"], literal("1-30")),
+            (bal.c.due_date >= cut["31-60"], literal("31-60")),
+            (bal.c.due_date >= cut["61-90"], literal("61-90")),
             else_=literal("90+"),
         ).label("bucket")
-        key = GROUP_COLUMNS[group_by]
+        key = bal.c.client_id if group_by == "client" else GROUP_COLUMNS[group_by]
         label = client.c.name if group_by == "client" else client.c.account_manager_name
         return (
             select(
-                invoice.c.currency,
+                bal.c.currency,
                 key.label("key"),
                 func.max(label).label("label"),
                 bucket,
                 func.sum(bal.c.balance).label("amount"),
                 func.count().label("invoices"),
             )
-            .select_from(
-                bal.join(invoice, invoice.c.id == bal.c.invoice_id).join(
-                    client, client.c.id == invoice.c.client_id
-                )
-            )
-            .group_by(invoice.c.currency, key, bucket)
+            .select_from(bal.join(client, client.c.id == bal.c.client_id))
+            .group_by(bal.c.currency, key, bucket)
         )
 
     async def aging(self, as_of: date, group_by: str) -> list[Any]:
@@ -876,12 +905,8 @@ class ReportRepository:
     async def receivables(self, as_of: date) -> dict[str, tuple[int, int]]:
         """Per currency: (total receivables, current = not yet due) on ``as_of``."""
         bal = self._balances(as_of)
-        current = case((invoice.c.due_date >= as_of, bal.c.balance), else_=0)
-        stmt = (
-            select(invoice.c.currency, func.sum(bal.c.balance), func.sum(current))
-            .select_from(bal.join(invoice, invoice.c.id == bal.c.invoice_id))
-            .group_by(invoice.c.currency)
-        )
+        current = case((bal.c.due_date >= as_of, bal.c.balance), else_=0)
+        stmt = select(bal.c.currency, func.sum(bal.c.balance), func.sum(current)).group_by(bal.c.currency)
         return {c: (int(t or 0), int(cur or 0)) for c, t, cur in (await self.session.execute(stmt)).all()}
 
     async def sales(self, start: date, end: date) -> dict[str, int]:
@@ -901,18 +926,14 @@ class ReportRepository:
         bal = self._balances(as_of)
         stmt = (
             select(
-                invoice.c.currency,
-                invoice.c.client_id,
+                bal.c.currency,
+                bal.c.client_id,
                 func.max(client.c.name).label("name"),
                 func.sum(bal.c.balance).label("amount"),
             )
-            .select_from(
-                bal.join(invoice, invoice.c.id == bal.c.invoice_id).join(
-                    client, client.c.id == invoice.c.client_id
-                )
-            )
-            .where(invoice.c.due_date < as_of, bal.c.balance > 0)
-            .group_by(invoice.c.currency, invoice.c.client_id)
+            .select_from(bal.join(client, client.c.id == bal.c.client_id, isouter=True))
+            .where(bal.c.due_date < as_of, bal.c.balance > 0)
+            .group_by(bal.c.currency, bal.c.client_id)
         )
         return list((await self.session.execute(stmt)).all())
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from ar_events.settings import KafkaSettings
 
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from ar_events import events as ev
 from ar_events.envelope import Envelope, decode, encode, new_event
 from ar_events.kafka import make_producer
 from ar_events.money import Money
 from ar_events.settings import KafkaSettings
 from ar_events.topics import Topic
-
 from invoice_svc.bootstrap import CONSUMER, RELAY
 
 from .conftest import Svc, start_service

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import schemathesis
-from ar_events.broker import free_port
-from ar_events.settings import KafkaSettings
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from ar_events.broker import free_port
+from ar_events.settings import KafkaSettings
 
 from . import proc
 

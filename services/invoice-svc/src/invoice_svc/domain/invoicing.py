@@ -40,6 +40,7 @@ def ledger_entry(inv: Invoice, kind: LedgerKind, amount: int, on: date) -> Ledge
         invoice_id=inv.id,
         client_id=inv.client_id,
         currency=inv.currency,
+        due_date=inv.due_date,
         entry_date=max(on, inv.issue_date),
         kind=kind,
         amount=amount,

@@ -97,6 +97,7 @@ class LedgerEntry:
     invoice_id: str
     client_id: str
     currency: str
+    due_date: date  # copied from the invoice so as-of reports read the ledger alone
     entry_date: date
     kind: LedgerKind
     amount: int  # signed change of the amount due
