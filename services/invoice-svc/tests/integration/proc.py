@@ -29,14 +29,21 @@ def service_env(db_url: str, port: int, kafka: KafkaSettings | None = None, **ex
 
 def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "invoice_svc", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "invoice_svc", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if out.returncode != 0:
         raise RuntimeError(f"invoice_svc {' '.join(args)} failed: {out.stderr[-2000:]}")
     return out.stdout.strip()
 
 
-def start(env: dict[str, str], port: int, command: str = "api", log: Path | None = None) -> subprocess.Popen[bytes]:
+def start(
+    env: dict[str, str], port: int, command: str = "api", log: Path | None = None
+) -> subprocess.Popen[bytes]:
     sink = log.open("wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "invoice_svc", command], env=env, stdout=sink, stderr=sink)
     deadline = time.monotonic() + 60

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from invoice_svc.repository import metadata
@@ -26,7 +26,7 @@ async def assert_refused(
     svc: Svc, method: str, path: str, status: int, field: str | None, **kw: Any
 ) -> dict[str, Any]:
     before = await counts(svc)
-    kw.setdefault("headers", {})["Idempotency-Key"] = f"bad-{path}-{status}-{field}"
+    kw.setdefault("headers", {})["Idempotency-Key"] = f"bad-{uuid.uuid4().hex}"
     r = await svc.http.request(method, path, **kw)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -43,25 +43,25 @@ def line(qty: int = 1, price: int = 100, currency: str = "EUR") -> dict[str, Any
     return {"description": "x", "quantity": qty, "unit_price": {"amount_minor": price, "currency": currency}}
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        ({"lines": [line(qty=0)]}, "lines[0].quantity"),
-        ({"lines": [line(), line(qty=-3)]}, "lines[1].quantity"),
-        ({"lines": [line(price=0)]}, "lines[0].unit_price.amount_minor"),
-        ({"lines": [line(price=-100)]}, "lines[0].unit_price.amount_minor"),
-        ({"currency": "XXY"}, "currency"),
-        ({"currency": "eur"}, "currency"),
-        ({"lines": [line(currency="USD")]}, "lines[0].unit_price.currency"),
-        ({"lines": [line(currency="ZZZ")]}, "lines[0].unit_price.currency"),
-        ({"issue_date": "2026-03-10", "due_date": "2026-03-09"}, "due_date"),
-        ({"lines": []}, "lines"),
-        ({"lines": [line(qty=1_000_000_000, price=10**15)]}, "lines"),
-    ],
-)
-async def test_bad_invoice_is_422(svc: Svc, overrides: dict[str, Any], field: str) -> None:
+BAD_INVOICES: list[tuple[dict[str, Any], str]] = [
+    ({"lines": [line(qty=0)]}, "lines[0].quantity"),
+    ({"lines": [line(), line(qty=-3)]}, "lines[1].quantity"),
+    ({"lines": [line(price=0)]}, "lines[0].unit_price.amount_minor"),
+    ({"lines": [line(price=-100)]}, "lines[0].unit_price.amount_minor"),
+    ({"currency": "XXY"}, "currency"),
+    ({"currency": "eur"}, "currency"),
+    ({"lines": [line(currency="USD")]}, "lines[0].unit_price.currency"),
+    ({"lines": [line(currency="ZZZ")]}, "lines[0].unit_price.currency"),
+    ({"issue_date": "2026-03-10", "due_date": "2026-03-09"}, "due_date"),
+    ({"lines": []}, "lines"),
+    ({"lines": [line(qty=1_000_000_000, price=10**15)]}, "lines"),
+]
+
+
+async def test_bad_invoice_is_422(svc: Svc) -> None:
     c = await svc.client()
-    await assert_refused(svc, "POST", "/v1/invoices", 422, field, json=invoice_body(c["id"], **overrides))
+    for overrides, field in BAD_INVOICES:
+        await assert_refused(svc, "POST", "/v1/invoices", 422, field, json=invoice_body(c["id"], **overrides))
 
 
 async def test_unknown_client_is_422(svc: Svc) -> None:
@@ -152,21 +152,21 @@ async def test_rejected_dispute_with_credit_note_is_422(svc: Svc) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        ({"contacts": [{"name": "T", "email": "t@example.com", "role": "technical"}]}, "contacts"),
-        ({"contacts": []}, "contacts"),
-        ({"contacts": [{"name": "T", "email": "not-an-email", "role": "billing"}]}, "contacts[0].email"),
-        ({"time_zone": "Mars/Olympus"}, "time_zone"),
-        ({"country": "France"}, "country"),
-        ({"payment_terms_days": -1}, "payment_terms_days"),
-        ({"credit_limit": {"amount_minor": -5, "currency": "EUR"}}, "credit_limit"),
-        ({"name": ""}, "name"),
-    ],
-)
-async def test_bad_client_is_422(svc: Svc, overrides: dict[str, Any], field: str) -> None:
-    await assert_refused(svc, "POST", "/v1/clients", 422, field, json=client_body(**overrides))
+BAD_CLIENTS: list[tuple[dict[str, Any], str]] = [
+    ({"contacts": [{"name": "T", "email": "t@example.com", "role": "technical"}]}, "contacts"),
+    ({"contacts": []}, "contacts"),
+    ({"contacts": [{"name": "T", "email": "not-an-email", "role": "billing"}]}, "contacts[0].email"),
+    ({"time_zone": "Mars/Olympus"}, "time_zone"),
+    ({"country": "France"}, "country"),
+    ({"payment_terms_days": -1}, "payment_terms_days"),
+    ({"credit_limit": {"amount_minor": -5, "currency": "EUR"}}, "credit_limit"),
+    ({"name": ""}, "name"),
+]
+
+
+async def test_bad_client_is_422(svc: Svc) -> None:
+    for overrides, field in BAD_CLIENTS:
+        await assert_refused(svc, "POST", "/v1/clients", 422, field, json=client_body(**overrides))
 
 
 async def test_bad_client_update_is_refused(svc: Svc) -> None:

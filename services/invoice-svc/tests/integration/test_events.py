@@ -87,7 +87,9 @@ async def test_rest_changes_emit_catalogued_events(live: tuple[Svc, KafkaSetting
     c = await svc.client(external_id=f"ERP-{uuid.uuid4().hex[:6]}")
     await svc.http.patch(f"/v1/clients/{c['id']}", json={"segment": "enterprise"})
     inv = await svc.invoice(c["id"], early_payment_discount={"rate_bp": 200, "days": 10})
-    await svc.http.post(f"/v1/invoices/{inv['id']}/credit-notes", json={"amount": {"amount_minor": 2_000, "currency": "EUR"}})
+    await svc.http.post(
+        f"/v1/invoices/{inv['id']}/credit-notes", json={"amount": {"amount_minor": 2_000, "currency": "EUR"}}
+    )
     d = (await svc.http.post(f"/v1/invoices/{inv['id']}/disputes", json={"reason": "service_quality"})).json()
     await svc.http.post(f"/v1/disputes/{d['id']}/resolve", json={"outcome": "upheld",
                         "credit_note": {"amount": {"amount_minor": 1_000, "currency": "EUR"}}})  # fmt: skip
@@ -110,7 +112,9 @@ async def test_rest_changes_emit_catalogued_events(live: tuple[Svc, KafkaSetting
         12_000, 12_000, "2026-03-31",
     )  # fmt: skip
     assert issued.lines[0].tax.amount_minor == 2_000
-    assert issued.early_payment_discount is not None and issued.early_payment_discount.amount.amount_minor == 240
+    assert (
+        issued.early_payment_discount is not None and issued.early_payment_discount.amount.amount_minor == 240
+    )
     notes = of_type(events, ev.CreditNoteIssued)
     assert [n.amount_due_after.amount_minor for n in notes] == [10_000, 9_000]
     resolved = of_type(events, ev.DisputeResolved)[0]
@@ -144,7 +148,9 @@ async def test_payment_events_are_allocated_and_announced(live: tuple[Svc, Kafka
         ev.ChargebackClosed(client_id=cid, chargeback_id="cb_1", payment_id="pay_A", amount=eur(5_000),
                             outcome=ev.ChargebackOutcome.MERCHANT_WON, closed_at=at),
     )  # fmt: skip
-    events = await read_events(kafka, Topic.INVOICE_EVENTS, lambda es: len(of_type(es, ev.InvoicePaymentApplied)) >= 3)
+    events = await read_events(
+        kafka, Topic.INVOICE_EVENTS, lambda es: len(of_type(es, ev.InvoicePaymentApplied)) >= 3
+    )
     applied = of_type(events, ev.InvoicePaymentApplied)
     # payment: old 12,000 (due first), new 11,760 + discount 240
     assert [(a.invoice_id, a.amount.amount_minor, a.discount and a.discount.amount_minor,
@@ -159,7 +165,10 @@ async def test_payment_events_are_allocated_and_announced(live: tuple[Svc, Kafka
         (new["id"], ev.ReopenReason.CHARGEBACK, 6_240, "pay_A"),  # newest allocation first
     ]
     # merchant won: the 5,000 goes back to the invoice it reopened (no discount: it no longer settles it)
-    restored = [(a.invoice_id, a.amount.amount_minor, a.discount, a.amount_due_after.amount_minor) for a in applied[2:]]
+    restored = [
+        (a.invoice_id, a.amount.amount_minor, a.discount, a.amount_due_after.amount_minor)
+        for a in applied[2:]
+    ]
     assert restored == [(new["id"], 5_000, None, 1_240)]
     st = await svc.get(f"/v1/clients/{cid}/statement")
     balance = sum(i["amount_due"]["amount_minor"] for i in st["open_items"])

@@ -130,7 +130,9 @@ async def test_average_payment_delay_is_amount_weighted(svc: Svc) -> None:
     await pay(svc, clients["A"], 8_000, "pay_A1", invoice_ids=(invoices["A1"],),
               received_at=datetime(2026, 2, 4, 9, tzinfo=UTC))  # fmt: skip
     rep = await svc.get("/v1/reports/payment-delay", as_of="2026-03-31")
-    got = {(r["client_id"], r["currency"]): (r["cash_applied"], r["average_days_late"]) for r in rep["clients"]}
+    got = {
+        (r["client_id"], r["currency"]): (r["cash_applied"], r["average_days_late"]) for r in rep["clients"]
+    }
     assert got == {
         (clients["A"], "EUR"): (10_000, 15.0),
         (clients["B"], "EUR"): (3_000, 10.0),
