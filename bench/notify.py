@@ -252,6 +252,8 @@ async def main() -> dict[str, Any]:
         "emails_per_s": round(ours["rate"], 1),
         "raw_per_s": round(raw, 1),
         "ingest_events_per_s": round(ours["ingest_rate"], 1),
+        "cpu_ms_per_email": round(ours["cpu_ms"], 3),
+        "smtp_pool_size": ours["settings"].smtp.pool_size,
         "message_bytes": len(mail.data),
         "n": N,
         "smtp_received": received,

@@ -74,11 +74,6 @@ async def outbound(settings: Settings) -> AsyncIterator[tuple[SmtpSender, Webhoo
 async def run_worker(services: Services, stop: asyncio.Event, *, consume: bool = True) -> None:
     """Consumers, outbox relay and dispatcher until ``stop``; then each finishes its batch and closes."""
     s = services.settings
-    if consume:
-        try:
-            await ensure_topics(s.kafka)
-        except Exception as exc:  # the consumer retries the connection by itself
-            log.warning("could not ensure topics: %s", exc)
     async with outbound(s) as (smtp, webhooks):
         relay = OutboxRelay(
             services.sessionmaker, s.kafka, s.outbox, name=s.service_name, clock=services.clock
@@ -104,8 +99,33 @@ async def run_worker(services: Services, stop: asyncio.Event, *, consume: bool =
                 s.consumer,
                 name=s.service_name,
             )
-            jobs.append(consumer.run(stop))
+            jobs.append(_consume(consumer, s, stop))
+        tasks = [asyncio.create_task(job) for job in jobs]
         try:
-            await asyncio.gather(*jobs)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+            if failed:
+                stop.set()  # one part died: stop the others cleanly, then report it
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise failed[0].exception()  # type: ignore[misc]
         finally:
             services.dispatcher = None
+
+
+async def _consume(consumer: ConsumerRunner, settings: Settings, stop: asyncio.Event) -> None:
+    """Create the topics if needed (without holding up delivery of what is already queued), then consume."""
+    bootstrap = asyncio.create_task(ensure_topics(settings.kafka))
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({bootstrap, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not bootstrap.done():
+        bootstrap.cancel()
+        return
+    if bootstrap.exception() is not None:
+        log.warning("could not ensure topics: %s", bootstrap.exception())
+    try:
+        await consumer.run(stop)
+    except Exception:
+        if not stop.is_set():
+            raise
+        log.info("consumer stopped before it could connect")

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
 from ar_events.envelope import Envelope
-from notify_svc.channels.email import SmtpSender, build_message
+from notify_svc.channels.email import Mail, SmtpSender, build_message
 from notify_svc.channels.webhook import WebhookSender
 from notify_svc.domain.delivery import Outcome, Result, Status, after_attempt, recover
 from notify_svc.domain.notifications import message_id
@@ -100,42 +100,92 @@ class Dispatcher:
             suppressed = await uow.repo.suppressed(r.recipient for r in rows if r.channel == "email")
             disabled = await uow.repo.disabled_endpoints(r.recipient for r in rows if r.channel == "webhook")
             await uow.commit()  # 'sending' is durable before anything leaves the process
-        flushing: asyncio.Task[None] | None = None
+        recorder = _Recorder(self._record, d.flush_every)
+        emails = [r for r in rows if r.channel == "email"]
+        hooks = [r for r in rows if r.channel != "email"]
         try:
-            for start in range(0, len(rows), d.flush_every):
-                chunk = rows[start : start + d.flush_every]
-                results = await asyncio.gather(*(self._deliver(r, suppressed, disabled) for r in chunk))
-                if flushing is not None:
-                    await flushing
-                flushing = asyncio.create_task(self._record(list(zip(chunk, results, strict=True))))
+            await asyncio.gather(
+                self._email_pipeline(emails, suppressed, recorder),
+                *(self._one_webhook(r, disabled, recorder) for r in hooks),
+            )
         finally:
-            if flushing is not None:
-                await flushing
+            await recorder.close()
         return len(rows)
 
-    # ------------------------------------------------------------------ one delivery
+    # ------------------------------------------------------------------ delivery
 
-    async def _deliver(self, row: Row[Any], suppressed: dict[str, str], disabled: dict[str, str]) -> Result:
+    async def _email_pipeline(
+        self, rows: Sequence[Row[Any]], suppressed: dict[str, str], rec: _Recorder
+    ) -> None:
+        """Render a few messages ahead while the pooled connections wait for SMTP replies."""
+        if not rows:
+            return
+        workers = self.smtp.settings.pool_size if self.smtp else 1
+        queue: asyncio.Queue[tuple[Row[Any], Mail | Result] | None] = asyncio.Queue(maxsize=2 * workers)
+
+        async def produce() -> None:
+            for row in rows:
+                await queue.put((row, self._prepare_email(row, suppressed)))
+            for _ in range(workers):
+                await queue.put(None)
+
+        async def send() -> None:
+            while (item := await queue.get()) is not None:
+                row, prepared = item
+                result = prepared if isinstance(prepared, Result) else await self._send_email(row, prepared)
+                await rec.add(row, result)
+
+        await asyncio.gather(produce(), *(send() for _ in range(workers)))
+
+    def _prepare_email(self, row: Row[Any], suppressed: dict[str, str]) -> Mail | Result:
+        """The wire message, or the outcome when there is nothing to send (suppressed, template error)."""
+        if row.recipient in suppressed:
+            return Result(
+                Outcome.SUPPRESSED, f"address suppressed: {suppressed[row.recipient]}", code="suppressed"
+            )
+        if self.smtp is None:
+            return Result(Outcome.TRANSIENT, "no SMTP sender in this process", code="config")
         try:
-            if row.channel == "email":
-                if row.recipient in suppressed:
-                    return Result(
-                        Outcome.SUPPRESSED,
-                        f"address suppressed: {suppressed[row.recipient]}",
-                        code="suppressed",
-                    )
-                return await self._email(row)
-            if row.recipient in disabled:
-                return Result(
-                    Outcome.SUPPRESSED, f"endpoint disabled: {disabled[row.recipient]}", code="disabled"
-                )
-            return await self._webhook(row)
+            return self._build_email(row)
         except RenderError as exc:
             log.warning("template error for %s: %s", row.id, exc)
             return Result(Outcome.TEMPLATE_ERROR, str(exc)[:1000], code="template")
-        except Exception as exc:  # a bug or an unexpected library error: retried on the schedule, logged
+        except Exception as exc:  # a bug: retried on the schedule, logged
+            log.exception("building the message for %s failed", row.id)
+            return Result(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}"[:500], code="error")
+
+    async def _send_email(self, row: Row[Any], mail: Mail) -> Result:
+        assert self.smtp is not None
+        try:
+            return await self.smtp.send(mail)
+        except Exception as exc:  # an unexpected library error: retried on the schedule, logged
             log.exception("delivery of %s failed unexpectedly", row.id)
             return Result(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}"[:500], code="error")
+
+    async def _one_webhook(self, row: Row[Any], disabled: dict[str, str], rec: _Recorder) -> None:
+        if row.recipient in disabled:
+            result = Result(
+                Outcome.SUPPRESSED, f"endpoint disabled: {disabled[row.recipient]}", code="disabled"
+            )
+        else:
+            try:
+                result = await self._webhook(row)
+            except RenderError as exc:
+                log.warning("template error for %s: %s", row.id, exc)
+                result = Result(Outcome.TEMPLATE_ERROR, str(exc)[:1000], code="template")
+            except Exception as exc:
+                log.exception("webhook delivery of %s failed unexpectedly", row.id)
+                result = Result(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}"[:500], code="error")
+        await rec.add(row, result)
+
+    async def _deliver(self, row: Row[Any], suppressed: dict[str, str], disabled: dict[str, str]) -> Result:
+        """Deliver one claimed row now (tests use it to stage crashes between send and record)."""
+        if row.channel == "email":
+            prepared = self._prepare_email(row, suppressed)
+            return prepared if isinstance(prepared, Result) else await self._send_email(row, prepared)
+        rec = _Recorder(_discard, 1_000_000)
+        await self._one_webhook(row, disabled, rec)
+        return rec.pending[0][1]
 
     def render(self, row: Row[Any]) -> Rendered:
         """Render a notification row (also used by the preview endpoint through the same context builder)."""
@@ -156,15 +206,13 @@ class Dispatcher:
         )
         return self.renderer.render(row.template, row.language, ctx)
 
-    async def _email(self, row: Row[Any]) -> Result:
-        if self.smtp is None:
-            return Result(Outcome.TRANSIENT, "no SMTP sender in this process", code="config")
+    def _build_email(self, row: Row[Any]) -> Mail:
         smtp = self.settings.smtp
         rendered = self.render(row)
         headers = [("X-AR-Notification-Key", row.notification_key), ("X-AR-Client-Id", row.client_id)]
         if row.case_id:
             headers.append(("X-AR-Case-Id", row.case_id))
-        mail = build_message(
+        return build_message(
             rendered,
             from_name=row.sender_name or smtp.from_name,
             from_address=row.sender_email or smtp.from_address,
@@ -176,7 +224,6 @@ class Dispatcher:
             mailbox_address=smtp.from_address,
             extra_headers=headers,
         )
-        return await self.smtp.send(mail)
 
     async def _webhook(self, row: Row[Any]) -> Result:
         if self.webhooks is None:
@@ -337,6 +384,44 @@ class Dispatcher:
         if events:
             self.on_commit()
         return len(rows)
+
+
+class _Recorder:
+    """Collects outcomes and records them every ``every`` results, one transaction in flight at a time."""
+
+    def __init__(
+        self, record: Callable[[Sequence[tuple[Row[Any], Result]]], Coroutine[Any, Any, None]], every: int
+    ) -> None:
+        self.record = record
+        self.every = every
+        self.pending: list[tuple[Row[Any], Result]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def add(self, row: Row[Any], result: Result) -> None:
+        self.pending.append((row, result))
+        if len(self.pending) >= self.every:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            if self._flushing is not None:
+                await self._flushing
+                self._flushing = None
+            if self.pending:
+                batch, self.pending = self.pending, []
+                self._flushing = asyncio.create_task(self.record(batch))
+
+    async def close(self) -> None:
+        await self._flush()
+        async with self._lock:
+            if self._flushing is not None:
+                await self._flushing
+                self._flushing = None
+
+
+async def _discard(results: Sequence[tuple[Row[Any], Result]]) -> None:
+    return None
 
 
 async def _first(stop: asyncio.Event, wake: asyncio.Event) -> None:
