@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import BigInteger, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import BigInteger, all_, and_, any_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,9 +36,13 @@ _OUTBOX = TABLES.outbox
 _LEASE = TABLES.relay_lease
 _COLUMNS = (_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.type, _OUTBOX.c.value, _OUTBOX.c.headers)
 _ID_CHUNK = 1000
+_ID_ARRAY = postgresql.ARRAY(BigInteger)
+_PG_INDEX_ORDER = text(
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
+)
 _MARK_SENT_PG = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == func.any(bindparam("ids", type_=postgresql.ARRAY(BigInteger))))
+    .where(_OUTBOX.c.id == any_(bindparam("ids", type_=_ID_ARRAY)))
     .values(published_at=bindparam("now", type_=_OUTBOX.c.published_at.type))
 )
 
@@ -204,9 +208,19 @@ class OutboxRelay:
         exclude = [*self._inflight_ids(), *self._marking_ids]
         async with self.sessionmaker() as session:
             query = select(*_COLUMNS).where(_OUTBOX.c.published_at.is_(None))
-            if exclude:
+            params: dict[str, Any] = {}
+            if session.get_bind().dialect.name == "postgresql":
+                # Walk the partial index in id order and stop after batch_size rows. Without this the planner,
+                # misled by stale statistics on a table that churns, may fetch and sort every unpublished row
+                # (bitmap scan + top-N sort) for each batch, which makes a backlog quadratic.
+                await session.execute(_PG_INDEX_ORDER)
+                if exclude:
+                    query = query.where(_OUTBOX.c.id != all_(bindparam("exclude", type_=_ID_ARRAY)))
+                    params["exclude"] = exclude
+            elif exclude:
                 query = query.where(_OUTBOX.c.id.not_in(exclude))
-            rows = (await session.execute(query.order_by(_OUTBOX.c.id).limit(self.settings.batch_size))).all()
+            query = query.order_by(_OUTBOX.c.id).limit(self.settings.batch_size)
+            rows = (await session.execute(query, params)).all()
             await session.rollback()  # release the snapshot (SQLite: the lock of BEGIN IMMEDIATE)
         await self.settle()
         if rows:
