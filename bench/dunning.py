@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ar_events.broker import EmbeddedBroker
 from ar_events.clock import ManualClock
 from ar_events.envelope import encode, new_event
-from ar_events.events import ClientRegistered, InvoiceIssued, InvoicePaymentApplied
+from ar_events.events import ClientRegistered, DunningState, InvoiceIssued, InvoicePaymentApplied
 from ar_events.kafka import ensure_topics, make_producer
 from ar_events.money import Money
 from ar_events.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
@@ -144,7 +144,7 @@ async def _service_ingest(kafka: KafkaSettings, db_url: str, n: int) -> tuple[fl
 def _due_case_body(cid: str) -> str:
     """A case 9 days into the smb ladder: step 1 (overdue-1) sent, step 2 (overdue-2, at 8d) now due."""
     case = DunningCase(
-        case_id=case_id_for(cid), client_id=cid, state="reminding", stage="reminding", cycle=1, level=1,  # type: ignore[arg-type]
+        case_id=case_id_for(cid), client_id=cid, state=DunningState.REMINDING, stage=DunningState.REMINDING, cycle=1, level=1,
         reached_step=1, fired_steps=(1,), policy_name="smb", policy_version=1,
         opened_at=NOW - timedelta(days=8), last_message_at=NOW - timedelta(days=8),
     )  # fmt: skip

@@ -165,11 +165,54 @@ def _insert(session: AsyncSession, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def _pg_type(column: sa.Column[Any]) -> str:
+    t = column.type
+    if isinstance(t, UtcDateTime):
+        return "timestamptz"
+    if isinstance(t, sa.BigInteger):
+        return "bigint"
+    if isinstance(t, sa.Integer):
+        return "int"
+    if isinstance(t, sa.Date):
+        return "date"
+    if isinstance(t, sa.Boolean):
+        return "bool"
+    return "text"
+
+
+_PG_BULK: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], sa.TextClause] = {}
+
+
+def _pg_bulk_statement(table: sa.Table, cols: tuple[str, ...], keys: tuple[str, ...] | None) -> sa.TextClause:
+    """``INSERT .. SELECT FROM unnest(arrays)``: one statement and one round trip for a whole batch."""
+    cache_key = (table.name, cols, keys)
+    stmt = _PG_BULK.get(cache_key)
+    if stmt is None:
+        arrays = ", ".join(f"CAST(:{c} AS {_pg_type(table.c[c])}[])" for c in cols)
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+        if keys is not None:
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        stmt = _PG_BULK[cache_key] = sa.text(sql)
+    return stmt
+
+
+async def _pg_bulk(
+    session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] | None
+) -> None:
+    cols = tuple(rows[0])
+    stmt = _pg_bulk_statement(table, cols, tuple(keys) if keys is not None else None)
+    await session.execute(stmt, {c: [r[c] for r in rows] for c in cols})
+
+
 async def upsert(
     session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
-    """Insert or update ``rows`` (executemany) on PostgreSQL and SQLite alike."""
+    """Insert or update ``rows``: one unnest statement on PostgreSQL, executemany on SQLite."""
     if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        await _pg_bulk(session, table, rows, keys)
         return
     ins = _insert(session, table)
     cols = [c for c in rows[0] if c not in keys]
@@ -328,6 +371,11 @@ async def claim_due_cases(session: AsyncSession, now: datetime, limit: int) -> l
     return [CaseRow(load_case(r.body), r.next_action_at) for r in rows]
 
 
+async def postpone_case(session: AsyncSession, case_id: str, when: datetime) -> None:
+    t = case_table
+    await session.execute(sa.update(t).where(t.c.case_id == case_id).values(next_action_at=when))
+
+
 async def earliest_timer(session: AsyncSession) -> datetime | None:
     t = case_table
     stmt = sa.select(sa.func.min(t.c.next_action_at)).where(t.c.next_action_at.is_not(None))
@@ -353,7 +401,7 @@ async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], exis
     new = [r for r in rows if r["client_id"] not in existing]
     old = [r for r in rows if r["client_id"] in existing]
     if new:
-        await session.execute(sa.insert(case_table), new)
+        await insert_rows(session, case_table, new)
     if old and session.get_bind().dialect.name == "postgresql":
         # one statement for the whole batch: UPDATE .. FROM unnest(arrays)
         cols = [c for c in old[0] if c != "client_id"]
@@ -373,7 +421,11 @@ async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], exis
 
 
 async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        await _pg_bulk(session, table, rows, None)
+    else:
         await session.execute(sa.insert(table), list(rows))
 
 
@@ -383,7 +435,10 @@ async def complete_tasks(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
     t = task_table
     stmt = (
         sa.update(t)
-        .where(t.c.task_id == sa.bindparam("b_task_id"), t.c.status.in_(("open", "claimed")))
+        # No IN (...) here: an expanding parameter cannot be used with executemany.
+        .where(
+            t.c.task_id == sa.bindparam("b_task_id"), sa.or_(t.c.status == "open", t.c.status == "claimed")
+        )
         .values(
             status="done",
             outcome=sa.bindparam("b_outcome"),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +21,9 @@ from dunning_svc.casework import CaseWork
 from dunning_svc.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
+
+#: a case whose decision raised is looked at again after this long (the error is logged)
+RETRY_LATER = timedelta(hours=1)
 
 
 class Scheduler:
@@ -47,17 +51,54 @@ class Scheduler:
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch of due cases and apply their decisions; returns how many cases it handled."""
         now = self.clock.now()
-        async with self.sessionmaker() as session, session.begin():
-            rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
-            if not rows:
-                return 0
-            claimed = {r.case.client_id: r for r in rows}
-            outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
-        self.cases_processed += len(rows)
-        self.steps_fired += outcome.steps
-        if outcome.envelopes:
-            self.on_commit()
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
+                if not rows:
+                    return 0
+                claimed = {r.case.client_id: r for r in rows}
+                outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
+        except Exception as exc:
+            if is_transient(exc) or (limit or self.settings.batch_size) == 1:
+                raise
+            log.warning("scheduler: batch failed (%s); retrying case by case", exc)
+            return await self._one_by_one(now, limit or self.settings.batch_size)
+        self._count(len(rows), outcome.steps, bool(outcome.envelopes))
         return len(rows)
+
+    def _count(self, cases: int, steps: int, emitted: bool) -> None:
+        self.cases_processed += cases
+        self.steps_fired += steps
+        if emitted:
+            self.on_commit()
+
+    async def _one_by_one(self, now: datetime, budget: int) -> int:
+        """Isolate a case whose decision fails: the others go on; it is retried after RETRY_LATER."""
+        handled = 0
+        for _ in range(budget):
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    rows = await repo.claim_due_cases(session, now, 1)
+                    if not rows:
+                        break
+                    row = rows[0]
+                    try:
+                        async with session.begin_nested():
+                            outcome = await self.work.apply(
+                                session, {row.case.client_id: []}, now, claimed={row.case.client_id: row}
+                            )
+                    except Exception:
+                        log.exception("scheduler: case %s failed; retrying it later", row.case.case_id)
+                        await repo.postpone_case(session, row.case.case_id, now + RETRY_LATER)
+                        outcome = None
+                handled += 1
+                if outcome is not None:
+                    self._count(1, outcome.steps, bool(outcome.envelopes))
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("scheduler: giving up on this batch")
+                break
+        return handled
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain due cases, then sleep until the poll interval passes, ``wake()`` or ``stop``."""

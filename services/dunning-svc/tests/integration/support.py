@@ -25,10 +25,10 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def settings_for(url: str, kafka: KafkaSettings | None = None, **kw: Any) -> Settings:
+    kw.setdefault("clock", ClockSettings(mode="simulated"))
     return Settings(
         database=DatabaseSettings(url=url),
         kafka=kafka or KafkaSettings(),
-        clock=ClockSettings(mode="simulated"),
         scheduler=SchedulerSettings(poll_interval_ms=50),
         consumer=ConsumerSettings(max_attempts=2, retry_initial_ms=10, retry_max_ms=50),
         **kw,

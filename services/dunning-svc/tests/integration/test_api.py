@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from .support import T0, Svc, client, invoice, paid
+from .support import T0, Svc, client, invoice, paid, start_service
 
 
 async def ladder_to_manual(svc: Svc, cid: str) -> None:
@@ -117,3 +117,46 @@ async def test_clock_advance_moves_time(svc: Svc) -> None:
     r = await svc.http.post("/v1/admin/clock/advance", json={"days": 2})
     assert r.status_code == 200 and r.json()["now"] > before
     assert (await svc.http.post("/v1/admin/clock/advance", json={})).status_code == 422
+
+
+async def test_a_failing_case_does_not_block_the_others(svc: Svc, monkeypatch: object) -> None:
+    import pytest
+
+    from dunning_svc import domain
+
+    for cid in ("c1", "c2", "c3"):
+        await svc.feed(client(cid), invoice(cid, f"{cid}-1", date(2026, 3, 12), 120_000))
+    real = domain.on_tick
+
+    def boom(case, ctx, now):  # type: ignore[no-untyped-def]
+        if case.client_id == "c2":
+            raise RuntimeError("bug for c2")
+        return real(case, ctx, now)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(domain, "on_tick", boom)
+    try:
+        svc.clock.set(T0 + timedelta(days=7))  # Monday 9 March: the "upcoming" reminders are due
+        rt = svc.runtime
+        assert rt.scheduler is not None
+        while await rt.scheduler.run_once():
+            pass
+    finally:
+        mp.undo()
+    states = {cid: (await svc.http.get(f"/v1/cases/{cid}")).json() for cid in ("c1", "c2", "c3")}
+    assert states["c1"]["state"] == "reminding" and states["c3"]["state"] == "reminding"
+    assert states["c2"]["state"] == "current"
+    assert states["c2"]["next_action_at"].startswith("2026-03-09T10:00")  # retried an hour later
+
+
+async def test_clock_advance_does_not_exist_on_the_system_clock(sqlite_url: str) -> None:
+    from dunning_svc.settings import ClockSettings
+
+    s = await start_service(sqlite_url, clock=ClockSettings(mode="system"))
+    try:
+        r = await s.http.post("/v1/admin/clock/advance", json={"days": 1})
+        assert r.status_code == 404
+        assert (await s.http.get("/v1/admin/clock")).json()["mode"] == "system"
+    finally:
+        await s.http.aclose()
+        await s.runtime.close()
