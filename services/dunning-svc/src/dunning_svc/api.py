@@ -7,12 +7,14 @@ import dataclasses
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ar_events.clock import Clock
 from ar_events.events import DunningState, Person, TaskOutcome
+from ar_events.money import Money
 from ar_web import (
     IdempotencyKey,
     Page,
@@ -33,12 +35,15 @@ from dunning_svc import bootstrap, domain
 from dunning_svc import repository as repo
 from dunning_svc.casework import CaseWork, InvalidCommand, Op
 from dunning_svc.domain import DunningCase
+from dunning_svc.projection import ClientRecord, ledger_of
 from dunning_svc.schemas import (
+    BalancesOut,
     CaseDetailOut,
     CaseOut,
     ClockAdvanceIn,
     CountsOut,
     HoldIn,
+    InvoiceOut,
     PlanIn,
     PromiseIn,
     ResumeIn,
@@ -389,9 +394,29 @@ async def get_case(request: Request, client_id: ClientId, _: Reader, params: Pag
             raise ProblemError(404, "No dunning case for this client", field="client_id")
         tasks = await repo.tasks_of_case(session, row["case_id"])
         entries = await repo.timeline(session, client_id, int(pos) if pos else None, params.limit + 1)
+        clients = await repo.load_clients(session, [client_id])
+        invoices = await repo.load_invoices(session, [client_id])
     page = make_page([TimelineEntry.of(e) for e in entries], params.limit, lambda e: e.id)
-    return CaseDetailOut(**_case_out(row), tasks=[TaskOut.of(t) for t in tasks], timeline=page.items,
-                         timeline_next_cursor=page.next_cursor)  # fmt: skip
+    ledger = ledger_of(clients.get(client_id) or ClientRecord(client_id), invoices.get(client_id, {}))
+    today = rt.clock.now().date()
+    if ledger.profile is not None:
+        today = rt.clock.now().astimezone(ZoneInfo(ledger.profile.time_zone)).date()
+    overdue: dict[str, int] = {}
+    for inv in ledger.invoices:
+        if (today - inv.due_date).days >= 1 and not inv.disputed:
+            overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
+    balances = BalancesOut(
+        open=[Money(amount_minor=v, currency=c) for c, v in sorted(ledger.open_balances().items())],
+        overdue=[Money(amount_minor=v, currency=c) for c, v in sorted(overdue.items())],
+        invoices=[
+            InvoiceOut(invoice_id=i.invoice_id, number=i.number, due_date=i.due_date,
+                       amount_due=Money(amount_minor=i.amount_due, currency=i.currency),
+                       days_overdue=(today - i.due_date).days, disputed=i.disputed)
+            for i in sorted(ledger.invoices, key=lambda i: (i.due_date, i.invoice_id))
+        ],
+    )  # fmt: skip
+    return CaseDetailOut(**_case_out(row), balances=balances, tasks=[TaskOut.of(t) for t in tasks],
+                         timeline=page.items, timeline_next_cursor=page.next_cursor)  # fmt: skip
 
 
 @router.get("/policies", tags=["policies"])

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ar_events.events import Installment, Person
-from ar_events.money import PositiveMoney
+from ar_events.money import Money, PositiveMoney
 
 
 class _In(BaseModel):
@@ -145,7 +145,23 @@ class CaseOut(BaseModel):
     disputed_by_collector: list[str]
 
 
+class InvoiceOut(BaseModel):
+    invoice_id: str
+    number: str
+    due_date: date
+    amount_due: Money
+    days_overdue: int
+    disputed: bool
+
+
+class BalancesOut(BaseModel):
+    open: list[Money]
+    overdue: list[Money] = Field(description="Overdue and undisputed, per currency")
+    invoices: list[InvoiceOut]
+
+
 class CaseDetailOut(CaseOut):
+    balances: BalancesOut
     tasks: list[TaskOut]
     timeline: list[TimelineEntry]
     timeline_next_cursor: str | None

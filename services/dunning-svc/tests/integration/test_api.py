@@ -26,6 +26,8 @@ async def test_case_view_shows_timeline_and_the_manual_task(svc: Svc) -> None:
     assert ("decision_out", "ar.dunning.case_opened.v1") in kinds
     assert ("task", "ar.dunning.manual_task_created.v1") in kinds
     assert len(case["tasks"]) == 1 and case["tasks"][0]["assignee"]["email"] == "claire@example.com"
+    assert case["balances"]["overdue"] == [{"amount_minor": 120_000, "currency": "EUR"}]
+    assert case["balances"]["invoices"][0]["days_overdue"] == 17
 
 
 async def test_task_list_claim_and_complete_with_promise(svc: Svc) -> None:
