@@ -52,7 +52,7 @@ thing = Table(
 
 class Line(BaseModel):
     sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=1_000_000)
 
 
 class ThingIn(BaseModel):

@@ -67,10 +67,20 @@ class EdgeMiddleware:
                 await _send_problem(send_wrapper, 413, "Request body too large", self._limit_detail())
                 return
             try:
-                receive = await self._buffer_body(receive)
+                receive, body = await self._buffer_body(receive)
             except _BodyTooLarge:
                 HTTP_REJECTED.labels("body_too_large").inc()
                 await _send_problem(send_wrapper, 413, "Request body too large", self._limit_detail())
+                return
+            lone = find_lone_surrogate(body) if body and _is_json(scope) else None
+            if lone is not None:
+                HTTP_REJECTED.labels("lone_surrogate").inc()
+                await _send_problem(
+                    send_wrapper,
+                    400,
+                    "Malformed JSON body",
+                    f"The body contains the unpaired UTF-16 surrogate escape {lone}, which is not text",
+                )
                 return
             try:
                 await self.app(scope, receive, send_wrapper)
@@ -109,19 +119,20 @@ class EdgeMiddleware:
     def _limit_detail(self) -> str:
         return f"The request body exceeds the limit of {self.body_limit} bytes"
 
-    async def _buffer_body(self, receive: Receive) -> Receive:
+    async def _buffer_body(self, receive: Receive) -> tuple[Receive, bytes]:
         """Read the whole body (at most the limit) before the app sees it; replay it afterwards."""
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
-            if len(message.get("body", b"")) > self.body_limit:
+            first: bytes = message.get("body", b"")
+            if len(first) > self.body_limit:
                 raise _BodyTooLarge
-            return _replay([message], receive)
+            return _replay([message], receive), first
         chunks: list[bytes] = []
         size = 0
         while True:
             if message["type"] != "http.request":
                 # Client went away mid-body: let the app see the disconnect.
-                return _replay([message], receive)
+                return _replay([message], receive), b""
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.body_limit:
@@ -130,7 +141,36 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 break
             message = await receive()
-        return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
+        body = b"".join(chunks)
+        return _replay([{"type": "http.request", "body": body, "more_body": False}], receive), body
+
+
+# A \uD800-\uDFFF escape not preceded by an odd number of backslashes, and the low half that may follow.
+_SURROGATE_ESCAPE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u([dD][89a-fA-F][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+)
+
+
+def find_lone_surrogate(body: bytes) -> str | None:
+    """The first unpaired surrogate escape in a JSON text (``\\udc00``), or None.
+
+    JSON allows such escapes but they decode to strings no database or encoder accepts as UTF-8, so the
+    request would fail later with a 500; refusing it at the edge makes it the client's 400.
+    """
+    if b"\\u" not in body:
+        return None
+    for match in _SURROGATE_ESCAPE.finditer(body):
+        high = int(match.group(1), 16)
+        if high >= 0xDC00 or match.group(2) is None:
+            return "\\u" + match.group(1).decode().lower()
+    return None
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return False
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

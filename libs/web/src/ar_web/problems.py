@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -227,14 +228,28 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
         )
     if exc.status_code == 413:
         return problem_response(413, "Request body too large", detail, instance=request.url.path)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; list every method of the path.
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
     return problem_response(
         exc.status_code,
         None,
         detail,
         instance=request.url.path,
         extra=extra,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods.update(route_methods)
+    return sorted(methods)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

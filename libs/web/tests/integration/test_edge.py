@@ -251,3 +251,19 @@ async def test_method_not_allowed_is_405_problem_with_allow(harness: Harness) ->
     assert r.status_code == 405
     assert r.headers["content-type"] == PROBLEM_MEDIA_TYPE
     assert r.headers["allow"]
+
+
+async def test_lone_surrogate_in_json_is_400_and_changes_nothing(harness: Harness) -> None:
+    body = b'{"name": "bad \\udb6a", "lines": [{"sku": "a", "quantity": 1}]}'
+    r = await harness.client.post(
+        "/v1/things", content=body, headers=_w(harness, **{"Content-Type": "application/json"})
+    )
+    assert r.status_code == 400
+    assert "\\udb6a" in r.json()["detail"]
+    assert await harness.count_things() == 0
+    emoji = '{"name": "ok \\ud83d\\ude00", "lines": [{"sku": "a", "quantity": 1}]}'
+    ok = await harness.client.post(
+        "/v1/things", content=emoji, headers=_w(harness, **{"Content-Type": "application/json"})
+    )
+    assert ok.status_code == 201
+    assert ok.json()["name"] == "ok \U0001f600"

@@ -19,6 +19,7 @@ from ar_web import (
     fingerprint,
 )
 from ar_web.auth import ALL_SCOPES, generate_api_key, hash_api_key, parse_scopes, validate_key_format
+from ar_web.middleware import find_lone_surrogate
 from ar_web.problems import field_path
 
 
@@ -97,3 +98,28 @@ def test_json_log_line_carries_service_correlation_and_extras() -> None:
     assert entry["correlation_id"] == "corr-42"
     assert entry["invoice_id"] == "inv_1"
     assert entry["time"].endswith("+00:00")
+
+
+@given(st.text())
+def test_json_of_real_text_never_has_a_lone_surrogate(text: str) -> None:
+    assume_text = text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    for ensure_ascii in (True, False):
+        body = json.dumps({"name": assume_text, "k\\u": "\\ud800"}, ensure_ascii=ensure_ascii).encode(
+            "utf-8", errors="surrogatepass"
+        )
+        assert find_lone_surrogate(body) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (rb'{"a": "\udb6a"}', "\\udb6a"),
+        (rb'{"a": "\ude00 tail"}', "\\ude00"),
+        (rb'{"a": "\ud83d\ude00 then \uDC01"}', "\\udc01"),
+        (rb'{"a": "\\\udb6a"}', "\\udb6a"),
+        (rb'{"a": "\\udb6a"}', None),
+        (rb'{"a": "\ud83d\ude00"}', None),
+    ],
+)
+def test_lone_surrogate_escapes_are_found(body: bytes, found: str | None) -> None:
+    assert find_lone_surrogate(body) == found
