@@ -37,6 +37,10 @@ class MailSink:
         self.port = port or free_port()
         self.messages: list[tuple[list[str], bytes]] = []
         self.refuse: set[str] = set()
+        self.stall_replies = (
+            0  # answer this many DATA commands only after `stall_s` (the client gives up first)
+        )
+        self.stall_s = 0.0
         self._controller: Controller | None = None
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
@@ -47,6 +51,9 @@ class MailSink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content)))
+        if self.stall_replies > 0:
+            self.stall_replies -= 1
+            await asyncio.sleep(self.stall_s)  # accepted, but the reply comes too late
         return "250 2.0.0 Ok: queued"
 
     def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from notify_svc.bootstrap import Services, build, outbound
 from notify_svc.dispatcher import Dispatcher
 from notify_svc.repository import Repository, UnitOfWork, delivery_attempt, notification
 
-from .conftest import MailSink, ingest, make_settings, migrated
+from .conftest import MailSink, dispatching, eventually, ingest, make_settings, migrated
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -133,3 +134,49 @@ async def test_contact_projection_keeps_the_newest_profile_when_events_arrive_ou
     finally:
         await services.close()
     assert profile is not None and profile["name"] == "New Name SA"
+
+
+async def test_reply_lost_after_data_is_resent_once_with_the_same_message_id(
+    database_url: str, mail_sink: MailSink
+) -> None:
+    mail_sink.stall_replies, mail_sink.stall_s = 1, 3.0
+    settings = make_settings(database_url, smtp_port=mail_sink.port)
+    settings.smtp.timeout_s = 1.0
+    async with dispatching(settings) as services:
+        await ingest(services, sample_event(ReminderRequested))
+
+        async def settled() -> Any:
+            async with services.sessionmaker() as session:
+                row = (await session.execute(select(notification))).one()
+                return row if row.status in ("sent", "unknown", "failed") else None
+
+        row = await eventually(settled)
+        async with services.sessionmaker() as session:
+            outcomes = (await session.execute(select(delivery_attempt.c.outcome))).scalars().all()
+    assert (row.status, row.recoveries) == ("sent", 1)
+    assert outcomes == ["uncertain", "sent"]
+    ids = [m["Message-ID"] for m in mail_sink.parsed()]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
+async def test_reply_lost_twice_stops_at_unknown(database_url: str, mail_sink: MailSink) -> None:
+    mail_sink.stall_replies, mail_sink.stall_s = 5, 3.0
+    settings = make_settings(database_url, smtp_port=mail_sink.port)
+    settings.smtp.timeout_s = 1.0
+    async with dispatching(settings) as services:
+        await ingest(services, sample_event(ReminderRequested))
+
+        async def settled() -> Any:
+            async with services.sessionmaker() as session:
+                row = (await session.execute(select(notification))).one()
+                return row if row.status in ("sent", "unknown", "failed") else None
+
+        row = await eventually(settled)
+        await asyncio.sleep(1.5)
+        async with services.sessionmaker() as session:
+            events = [decode(v) for v in (await session.execute(select(TABLES.outbox.c.value))).scalars()]
+    assert row.status == "unknown"
+    assert len(mail_sink.messages) == 2  # never a third copy
+    assert [(e.type, e.data.error_code, e.data.permanent) for e in events] == [
+        ("ar.notify.failed.v1", "uncertain", False)
+    ]

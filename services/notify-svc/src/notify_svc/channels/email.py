@@ -162,7 +162,7 @@ class SmtpSender:
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
-            timeout=s.timeout_s,
+            timeout=None,  # one deadline per transaction instead (asyncio.timeout in _send_once): cheaper
             use_tls=s.use_tls,
             start_tls=s.starttls,
             validate_certs=s.validate_certs,
@@ -205,8 +205,9 @@ class SmtpSender:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(self, mail: Mail) -> Result:
+        handed_over = False  # True once the message content may have reached the server
         try:
-            async with self._connection() as smtp:
+            async with asyncio.timeout(self.settings.timeout_s), self._connection() as smtp:
                 try:
                     await smtp.mail(mail.envelope_from)
                     await smtp.rcpt(mail.recipient)
@@ -215,28 +216,29 @@ class SmtpSender:
                     with contextlib.suppress(Exception):
                         await smtp.rset()
                     return self._reply(exc.code, exc.message, mail)
+                handed_over = True
                 try:
                     response = await smtp.data(mail.data)
                 except aiosmtplib.SMTPResponseException as exc:
+                    handed_over = False  # the server answered: it did not take the message
                     with contextlib.suppress(Exception):
                         await smtp.rset()
                     return self._reply(exc.code, exc.message, mail)
-                except _CONNECTION_ERRORS as exc:
-                    # The message may have been accepted and only the reply lost: not a plain retry.
-                    smtp.close()
-                    return Result(
-                        Outcome.UNCERTAIN,
-                        detail=f"connection lost during DATA: {exc}"[:500],
-                        code="uncertain",
-                        message_id=mail.message_id,
-                    )
                 return Result(
                     Outcome.SENT,
                     detail=response.message[:200],
                     code=str(response.code),
                     message_id=mail.message_id,
                 )
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECTION_ERRORS as exc:  # includes the transaction deadline (TimeoutError)
+            if handed_over:
+                # The message may have been accepted and only the reply lost: not a plain retry.
+                return Result(
+                    Outcome.UNCERTAIN,
+                    detail=f"connection lost during DATA: {type(exc).__name__}: {exc}"[:500],
+                    code="uncertain",
+                    message_id=mail.message_id,
+                )
             raise _Transient(Result(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}"[:500])) from exc
 
     def _reply(self, code: int, message: str, mail: Mail) -> Result:
