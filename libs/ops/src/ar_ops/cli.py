@@ -136,7 +136,8 @@ def _print_started(running: devstack.RunningStack) -> None:
     table = Table(title="dev stack is up", show_lines=False)
     for column in ("component", "pid", "address", "docs"):
         table.add_column(column)
-    for name, component in running.components.items():
+    for name in config.component_names():
+        component = running.components[name]
         if name == "broker":
             address, docs = config.bootstrap_servers, ""
         elif name == "smtp":

@@ -89,7 +89,7 @@ class StackConfig:
     database_url: str | None = None  # PostgreSQL server (DATABASE_URL); None = SQLite files under var/
     kafka_bootstrap: str | None = None  # external Kafka (KAFKA_BOOTSTRAP_SERVERS); None = embedded broker
     clock_speed: float = 1.0  # simulated seconds per real second for dunning-svc
-    ready_timeout: float = 120.0
+    ready_timeout: float = 180.0
     stop_timeout: float = 15.0
     python: str = sys.executable
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # extra env per service (demo)
@@ -109,7 +109,7 @@ class StackConfig:
             database_url=env.get("DATABASE_URL") or None,
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             clock_speed=float(env.get("AR_CLOCK_SPEED", "1")),
-            ready_timeout=float(env.get("AR_READY_TIMEOUT", "120")),
+            ready_timeout=float(env.get("AR_READY_TIMEOUT", "180")),
         )
 
     # paths
@@ -571,19 +571,7 @@ async def start_stack(config: StackConfig, *, progress: Any = None) -> RunningSt
                     )
                 )
 
-        say("migrating the databases, provisioning the dev API key and the webhook secrets")
-        try:
-            async with asyncio.TaskGroup() as group:
-                for spec in config.services:
-                    group.create_task(prepare(spec))
-        except* StackError as failures:
-            raise failures.exceptions[0] from None
-
-        # A fresh simulated clock for every stack start; processes restarted inside this stack resume it.
-        SharedSimulatedClock.create(
-            config.var / "clock.json", start=SystemClock().now(), speed=config.clock_speed, replace=True
-        )
-        for spec in config.services:
+        def start(spec: ServiceSpec) -> None:
             command = [config.python, "-m", spec.module, "all"]
             component = spawn(
                 spec.name, command, _service_env(config, spec, creds), config.log_file(spec.name), config.root
@@ -591,6 +579,22 @@ async def start_stack(config: StackConfig, *, progress: Any = None) -> RunningSt
             component.url = config.base_url(spec.name)
             stack.components[spec.name] = component
             write_pid_file(config.pid_file(spec.name), component, command)
+
+        async def prepare_and_start(spec: ServiceSpec) -> None:
+            await prepare(spec)
+            start(spec)  # at once: no need to wait for the other services' preparation
+
+        # A fresh simulated clock for every stack start; processes restarted inside this stack resume it.
+        SharedSimulatedClock.create(
+            config.var / "clock.json", start=SystemClock().now(), speed=config.clock_speed, replace=True
+        )
+        say("migrating the databases, provisioning the dev API key and the webhook secrets, starting")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for spec in config.services:
+                    group.create_task(prepare_and_start(spec))
+        except* StackError as failures:
+            raise failures.exceptions[0] from None
         say("waiting for every service to answer /readyz")
         async with httpx.AsyncClient() as client:
             await asyncio.gather(
