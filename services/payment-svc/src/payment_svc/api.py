@@ -225,7 +225,8 @@ class CustomerMappingOut(BaseModel):
 router = APIRouter()
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
+    # async on purpose: a sync dependency would run in the thread pool on every request.
     container: Container = request.app.state.container
     return container
 
