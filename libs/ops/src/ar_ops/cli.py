@@ -165,6 +165,26 @@ def stack_down() -> None:
         console.print(f"{name}: {outcome}")
 
 
+@stack_app.command("logs")
+def stack_logs(
+    name: Annotated[str, typer.Argument(help="broker, smtp, invoice, payment, dunning or notify")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end")] = 40,
+    grep: Annotated[
+        str | None, typer.Option("--grep", help="Only lines containing this (e.g. a correlation id)")
+    ] = None,
+) -> None:
+    """The end of a component's log (var/log/<name>.log)."""
+    config = _config()
+    path = config.log_file(name.removesuffix("-svc"))
+    if not path.is_file():
+        raise _fail(f"no log at {path}")
+    text = path.read_text(errors="replace").splitlines()
+    if grep:
+        text = [line for line in text if grep in line]
+    for line in text[-lines:] if lines > 0 else text:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @stack_app.command("status")
 def stack_status() -> None:
     """Each component: pid, address, health."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ar_ops.stack import StackConfig, load_or_create_credentials, write_credentials
 
 
@@ -49,3 +51,19 @@ def test_credentials_are_reused_across_runs(tmp_path: Path) -> None:
     assert load_or_create_credentials(path) == first
     path.write_text("{not json")
     assert load_or_create_credentials(path).api_key != first.api_key
+
+
+def test_stack_logs_filters_by_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ar_ops.cli import app
+
+    monkeypatch.setenv("AR_VAR_DIR", str(tmp_path))
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "invoice.log").write_text(
+        '{"correlation_id": "c-1", "message": "a"}\n{"correlation_id": "c-2"}\n'
+    )
+    result = CliRunner().invoke(app, ["stack", "logs", "invoice-svc", "--grep", "c-1"])
+    assert result.exit_code == 0
+    assert '"message": "a"' in result.output
+    assert "c-2" not in result.output
