@@ -76,7 +76,7 @@ def add_plumbing_tables(metadata: MetaData) -> PlumbingTables:
         Column("key", String(255), nullable=False),
         Column("type", String(255), nullable=False),
         Column("value", LargeBinary, nullable=False),
-        Column("headers", JSON, nullable=True),
+        Column("headers", JSON(none_as_null=True), nullable=True),
         Column("created_at", UtcDateTime, nullable=False),
         Column("published_at", UtcDateTime, nullable=True),
         UniqueConstraint("event_id", name="uq_outbox_event_id"),
