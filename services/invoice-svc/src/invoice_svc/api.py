@@ -181,7 +181,10 @@ async def issue_invoice(
             return guard.replay
         rec = await handlers.issue_invoice(uow, body, request.app.state.links)
         response = await guard.complete(
-            uow.session, 201, InvoiceOut.of(rec), headers={"Location": f"/v1/invoices/{rec.invoice.id}"}
+            uow.session,
+            201,
+            InvoiceOut.of(rec).model_dump(mode="json"),
+            headers={"Location": f"/v1/invoices/{rec.invoice.id}"},
         )
         await uow.commit()
     return response

@@ -511,12 +511,11 @@ async def aging_report(uow: UnitOfWork, as_of: date | None, group_by: str) -> Ag
         g = groups.get(r.key)
         if g is None:
             g = groups[r.key] = AgingGroup(
-                key=r.key, label=r.label, buckets=dict.fromkeys(formulas.BUCKETS, 0), total=0, invoices=0
+                key=r.key, label=r.label, buckets=dict.fromkeys(formulas.BUCKETS, 0), total=0
             )
         amount = int(r.amount)
         g.buckets[r.bucket] += amount
         g.total += amount
-        g.invoices += int(r.invoices)
     currencies = []
     for cur in sorted(per_cur):
         ranked = sorted(per_cur[cur].values(), key=lambda g: (-g.total, g.key or ""))

@@ -374,7 +374,6 @@ class AgingGroup(BaseModel):
     label: str | None = None
     buckets: dict[str, int] = Field(description="current, 1-30, 31-60, 61-90, 90+ in minor units")
     total: int
-    invoices: int
 
 
 class AgingCurrency(BaseModel):
