@@ -21,7 +21,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
     AsyncRetrying,
@@ -36,7 +37,7 @@ from ar_events.envelope import DecodeError, Envelope, UnknownEventType, decode
 from ar_events.kafka import make_consumer, make_producer
 from ar_events.metrics import CONSUMER_BATCHES, CONSUMER_RECORDS, CONSUMER_RETRIES
 from ar_events.settings import ConsumerSettings, KafkaSettings
-from ar_events.tables import TABLES
+from ar_events.tables import TABLES, UtcDateTime
 from ar_events.topics import dlq_of
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,16 @@ log = logging.getLogger(__name__)
 Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
 
 _INBOX = TABLES.inbox
-_INBOX_INSERT: dict[str, Any] = {
-    name: dialect.insert(_INBOX)
+_INBOX_INSERT_SQLITE = (
+    sqlite.insert(_INBOX)
     .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
     .returning(_INBOX.c.event_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+)
+_INBOX_INSERT_PG = text(
+    "INSERT INTO inbox (consumer, event_id, processed_at)"
+    " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
+    " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+).bindparams(bindparam("now", type_=UtcDateTime()))
 _ERROR_HEADER_MAX = 2000
 
 
@@ -314,11 +319,14 @@ class ConsumerRunner:
         ids = list(dict.fromkeys(item.envelope.id for item in items))
         async with self.sessionmaker() as session, session.begin():
             dialect = session.get_bind().dialect.name
-            stmt = _INBOX_INSERT[dialect]
-            rows = [{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids]
-            # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
-            # from one cached compiled statement.
-            fresh = set((await session.execute(stmt, rows)).scalars())
+            if dialect == "postgresql":
+                # One statement with an array parameter, whatever the batch size.
+                params = {"consumer": self.name, "ids": ids, "now": now}
+                fresh = set((await session.execute(_INBOX_INSERT_PG, params)).scalars())
+            else:
+                # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs.
+                rows = [{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids]
+                fresh = set((await session.execute(_INBOX_INSERT_SQLITE, rows)).scalars())
             processed = duplicates = 0
             for item in items:
                 if item.envelope.id not in fresh:
