@@ -28,7 +28,8 @@ def stack_env() -> dict[str, dict[str, str]]:
     """Per-service settings of the e2e stacks (on top of what the dev stack sets)."""
     return {
         # Short idle polls keep each hop quick; the scheduler is woken by clock moves anyway.
-        "dunning": {"DUNNING_SCHEDULER__POLL_INTERVAL_MS": "200"},
+        # Small scheduler batches: with two dunning-svc processes both take part in each clock move.
+        "dunning": {"DUNNING_SCHEDULER__POLL_INTERVAL_MS": "200", "DUNNING_SCHEDULER__BATCH_SIZE": "8"},
         # A notify-svc killed mid-send leaves rows in 'sending' until the lease runs out (120 s by default).
         "notify": {"NOTIFY_DELIVERY__LEASE_S": "8"},
     }
@@ -57,6 +58,11 @@ def stack(
 async def api(stack: E2EStack) -> AsyncIterator[Api]:
     async with httpx.AsyncClient(timeout=30) as http:
         yield Api(stack, http)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The chaos test kills and restarts the shared stack's services: run it after the others."""
+    items.sort(key=lambda item: item.path.name == "test_chaos.py")
 
 
 @pytest.hookimpl(wrapper=True)

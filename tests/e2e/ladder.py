@@ -12,6 +12,7 @@ view), so no step is folded into another and no fixed sleep is needed.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections import Counter
@@ -97,15 +98,18 @@ def new_tag(prefix: str) -> str:
 async def onboard(
     api: Api, tags: list[str], due: date, *, amounts: tuple[int, ...] = AMOUNTS, segment: str = POLICY
 ) -> list[Party]:
-    """Clients registered and invoiced through invoice-svc's REST API (all due on ``due``)."""
-    parties = []
-    for tag in tags:
-        client = await api.create_client(tag, segment=segment, country=COUNTRY)
-        party = Party(tag, str(client["id"]), f"billing-{tag}@client.example.com")
-        for n, amount in enumerate(amounts):
-            party.invoices.append(await api.issue_invoice(party.client_id, f"{tag}-{n + 1}", due, amount))
-        parties.append(party)
-    return parties
+    """Clients registered and invoiced through invoice-svc's REST API (all due on ``due``), a few at a time."""
+    gate = asyncio.Semaphore(6)
+
+    async def one(tag: str) -> Party:
+        async with gate:
+            client = await api.create_client(tag, segment=segment, country=COUNTRY)
+            party = Party(tag, str(client["id"]), f"billing-{tag}@client.example.com")
+            for n, amount in enumerate(amounts):
+                party.invoices.append(await api.issue_invoice(party.client_id, f"{tag}-{n + 1}", due, amount))
+            return party
+
+    return list(await asyncio.gather(*(one(tag) for tag in tags)))
 
 
 def dunning_mail(stack: E2EStack, party: Party) -> list[Mail]:
@@ -298,8 +302,11 @@ _DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]+ \d{4}\b|\b\d{4}-\d{2}-\d{2}\b")
 
 def outcome(stack: E2EStack, party: Party, case: dict[str, Any], statement: dict[str, Any],
             invoices: list[dict[str, Any]], topics: TopicReader) -> dict[str, Any]:  # fmt: skip
-    """What a run left for one client, without ids, dates or the client's tag: comparable across runs."""
-    mails = mail_for(stack.mail_dir, [party.recipient])
+    """What a run left for one client, without ids, dates or the client's tag: comparable across runs.
+
+    Emails count once per Message-ID (see :func:`duplicates` for repeats); dunning events once per id (the
+    relay may publish a row again after a crash, consumers dedupe by id)."""
+    mails = list({m.message_id: m for m in mail_for(stack.mail_dir, [party.recipient])}.values())
     number_of = {i["id"]: f"inv{n}" for n, i in enumerate(party.invoices)}
 
     def kind(m: Mail) -> str:
