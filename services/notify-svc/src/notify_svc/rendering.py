@@ -40,6 +40,9 @@ TEMPLATE_KEYS = (
 LANGUAGES = ("en", "fr", "de")
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
+#: Runs of ASCII whitespace (CR/LF included) only: amounts keep their no-break spaces.
+_ASCII_SPACE = re.compile(r"[ \t\r\n\f\v]+")
+
 
 class View(dict[str, Any]):
     """The data templates see: plain values built here, read as ``line.number`` or ``line["number"]``."""
@@ -357,7 +360,7 @@ class Renderer:
         """All three parts or a RenderError: never a half-rendered message."""
         lang, subject_t, text_t, html_t = self._templates(key, language)
         try:
-            subject = " ".join(subject_t.render(context).split())
+            subject = _ASCII_SPACE.sub(" ", subject_t.render(context)).strip(" ")
             text = text_t.render(context).strip() + "\n"
             html = html_t.render(context)
         except TemplateError as exc:  # UndefinedError, SecurityError, TemplateRuntimeError, ...

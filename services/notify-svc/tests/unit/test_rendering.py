@@ -232,3 +232,8 @@ def test_view_data_cannot_be_mutated_or_escaped(tmp_path: Path, expression: str)
     (tmp_path / "en" / "overdue-1.subject.txt").write_text("S " + expression)
     with pytest.raises(RenderError):
         Renderer(override_dir=tmp_path).render("overdue-1", "en", _ctx("overdue-1"))
+
+
+def test_subject_keeps_the_no_break_spaces_of_amounts(renderer: Renderer) -> None:
+    out = renderer.render("overdue-1", "fr", _ctx("overdue-1", "fr"))
+    assert "1\u202f200,00\u00a0€" in out.subject

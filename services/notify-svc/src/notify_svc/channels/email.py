@@ -7,6 +7,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from notify_svc.domain.delivery import Outcome, Result, classify_smtp_reply
 from notify_svc.rendering import Rendered
 from notify_svc.settings import SmtpSettings
+
+#: Runs of ASCII whitespace (CR/LF included) only: amounts keep their no-break spaces.
+_ASCII_SPACE = re.compile(r"[ \t\r\n\f\v]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ def build_message(
 
 def _clean(value: str) -> str:
     """No CR/LF may reach a header: that would let data forge headers."""
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    return _ASCII_SPACE.sub(" ", value).strip(" ")
 
 
 def _header(value: str, name: str) -> str:
