@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from ar_events.broker import free_port
@@ -28,6 +29,7 @@ async def _unpublished(url: str) -> int:
         await engine.dispose()
 
 
+@pytest.mark.slow
 async def test_kill_after_accept_before_publish_then_restart_emits_once(
     postgres_url: str, kafka_settings: Any, h: Any, proc_tools: Any
 ) -> None:

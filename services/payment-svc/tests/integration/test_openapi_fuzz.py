@@ -14,7 +14,7 @@ from ar_events.broker import free_port
 
 
 def _fuzz(operation: Any, headers: dict[str, str], excluded: list[Any]) -> Callable[[], None]:
-    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def check(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=headers, excluded_checks=excluded)
