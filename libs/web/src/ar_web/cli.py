@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ar_web.auth import create_api_key, list_api_keys, revoke_api_key
+from ar_web.auth import ALL_SCOPES, create_api_key, list_api_keys, parse_scopes, revoke_api_key
 
 SessionmakerFactory = Callable[[], async_sessionmaker[AsyncSession]]
 
@@ -48,6 +48,9 @@ def add_api_key_parser(subparsers: Any) -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session:
         if args.api_key_action == "create":
+            unknown = [scope for scope in parse_scopes(args.scopes) if scope not in ALL_SCOPES]
+            if unknown:
+                print(f"warning: scopes no service checks: {', '.join(unknown)}", file=sys.stderr)
             key = await create_api_key(session, args.name, args.scopes, key=args.key)
             await session.commit()
             print(key)
