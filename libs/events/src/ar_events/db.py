@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -43,6 +43,11 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, **kwargs: 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, pool_size=pool_size, echo=echo, **kwargs)
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """A plain ``postgresql://`` DSN (for asyncpg itself) from a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -49,14 +49,19 @@ async def enqueue(
     await session.execute(_INSERT, rows)
 
 
-_LOCK_KEYS = text(
-    "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7283))) FROM unnest(CAST(:keys AS text[])) AS k"
-).bindparams(bindparam("keys"))
+#: PostgreSQL NOTIFY channel: relays LISTEN on it and wake as soon as a transaction that enqueued commits.
+NOTIFY_CHANNEL = "ar_outbox"
+
+_LOCK_KEYS_AND_NOTIFY = text(
+    "SELECT (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7283)))"
+    " FROM unnest(CAST(:keys AS text[])) AS k), pg_notify(:channel, '')"
+).bindparams(bindparam("keys"), bindparam("channel"))
 
 
 async def lock_keys(session: AsyncSession, keys: list[str]) -> None:
-    """PostgreSQL: serialise transactions that emit for the same keys until they commit."""
-    await session.execute(_LOCK_KEYS, {"keys": keys})
+    """PostgreSQL: serialise transactions that emit for the same keys until they commit, and NOTIFY the
+    relays (delivered at commit, never for a rollback; PostgreSQL folds repeats within a transaction)."""
+    await session.execute(_LOCK_KEYS_AND_NOTIFY, {"keys": keys, "channel": NOTIFY_CHANNEL})
 
 
 async def unpublished_count(session: AsyncSession) -> int:

@@ -21,12 +21,14 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import BigInteger, all_, and_, any_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock, SystemClock
+from ar_events.db import asyncpg_dsn
 from ar_events.envelope import CONTENT_TYPE
 from ar_events.kafka import make_producer
 from ar_events.metrics import OUTBOX_PURGED, RELAY_ERRORS, RELAY_LEASE_HELD, RELAY_PUBLISHED
+from ar_events.outbox import NOTIFY_CHANNEL
 from ar_events.settings import KafkaSettings, OutboxSettings
 from ar_events.tables import TABLES
 
@@ -127,6 +129,8 @@ class OutboxRelay:
         self._own_producer = producer is None
         self._wake = asyncio.Event()
         self._mark_task: asyncio.Future[None] | None = None
+        self._listener: Any = None
+        self._next_listen_attempt = 0.0
         self._inflight: tuple[Sequence[Any], list[asyncio.Future[Any]]] | None = None
         self._marking_ids: list[int] = []
         self._lease_until = 0.0
@@ -157,6 +161,7 @@ class OutboxRelay:
                         await self.drain()
                         await self._sleep(stop, min(self.lease_ttl / 3, 2.0))
                         continue
+                    await self._ensure_listening(loop.time())
                     if loop.time() >= self._next_retention:
                         await self.purge()
                         self._next_retention = loop.time() + self.retention_every
@@ -173,7 +178,35 @@ class OutboxRelay:
         finally:
             await self._shutdown(producer, started)
 
+    async def _ensure_listening(self, now_mono: float) -> None:
+        """PostgreSQL: LISTEN for commits of other processes (``enqueue`` NOTIFYs); polling stays the backstop."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if now_mono < self._next_listen_attempt:
+            return
+        self._next_listen_attempt = now_mono + 5.0
+        engine = self.sessionmaker.kw.get("bind")
+        if not isinstance(engine, AsyncEngine) or engine.dialect.name != "postgresql":
+            self._next_listen_attempt = float("inf")
+            return
+        try:
+            import asyncpg  # type: ignore[import-untyped]
+
+            conn = await asyncpg.connect(asyncpg_dsn(engine.url), timeout=5)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception as exc:  # polling still works; try again later
+            log.info("relay %s: cannot LISTEN (%s); polling only", self.name, exc)
+            return
+        self._listener = conn
+
+    def _on_notify(self, *args: Any) -> None:
+        self._wake.set()
+
     async def _shutdown(self, producer: AIOKafkaProducer, started: bool) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
         with contextlib.suppress(Exception):
             await self.settle()
         with contextlib.suppress(Exception):

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from ar_events.broker import EmbeddedBroker
+from ar_events.db import asyncpg_dsn as asyncpg_dsn  # re-exported for fixtures
 from ar_events.envelope import Envelope, new_event
 from ar_events.events import EVENT_TYPES, Payload
 from ar_events.kafka import ensure_topics
@@ -58,11 +59,6 @@ def docker_answers() -> bool:
 
 def _is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
-
-
-def asyncpg_dsn(url: str | URL) -> str:
-    """A plain ``postgresql://`` DSN (asyncpg) from a SQLAlchemy URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _pg_answers(url: str) -> bool:

@@ -271,3 +271,36 @@ async def test_relay_wake_publishes_immediately(
 
 async def _holds(relay: OutboxRelay) -> bool:
     return relay.holds_lease
+
+
+async def test_on_postgres_a_commit_elsewhere_wakes_the_relay_through_notify(
+    postgres_url: str, kafka_settings: KafkaSettings
+) -> None:
+    engine, sessions = await setup_database(postgres_url)
+    stop = asyncio.Event()
+    relay = OutboxRelay(sessions, kafka_settings, OutboxSettings(poll_interval_ms=10_000), name="notify")
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_until(lambda: _listening(relay), timeout=10, interval=0.02)
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        for i in range(3):
+            before = relay.published
+            await write(sessions, [payment("cli_n", i)])  # no wake(): only NOTIFY can beat the 10 s poll
+            started = loop.time()
+            while relay.published == before:
+                await asyncio.sleep(0.005)
+            assert loop.time() - started < 2.0
+        async with sessions() as session:
+            await enqueue(session, payment("cli_n", 99))
+            await session.rollback()  # no commit, no notification, nothing to publish
+        await asyncio.sleep(0.3)
+        assert relay.published == 3
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def _listening(relay: OutboxRelay) -> bool:
+    return relay.holds_lease and relay._listener is not None
