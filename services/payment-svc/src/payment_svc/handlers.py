@@ -141,7 +141,7 @@ async def on_webhook(
             await _apply(uow, account.name, webhook_id, event.event_id, i, now) for i in event.instructions
         ]
         outcome = _overall(outcomes) if outcomes else Outcome.IGNORED
-        if outcome is not Outcome.PROCESSED:
+        if outcome not in (Outcome.PROCESSED, Outcome.IGNORED):
             await uow.webhooks.set_outcome(webhook_id, outcome.value)
         await uow.commit(now)
     deps.after_commit()

@@ -145,6 +145,12 @@ class Service:
                 (await s.execute(select(func.count()).select_from(metadata.tables[table]))).scalar_one()
             )
 
+    async def outcomes(self) -> list[str]:
+        """The recorded outcome of every stored webhook, in receive order."""
+        async with self.container.sessionmaker() as s:
+            t = metadata.tables["webhook_event"]
+            return list((await s.execute(select(t.c.outcome).order_by(t.c.received_at, t.c.id))).scalars())
+
     async def outbox(self) -> list[Envelope[Any]]:
         async with self.container.sessionmaker() as s:
             t = metadata.tables["outbox"]

@@ -69,6 +69,7 @@ async def test_same_payment_under_a_new_event_id_is_not_counted_twice(svc: Any, 
     assert (await svc.stripe(h.stripe_event(obj=obj))).json()["status"] == "processed"
     second = await svc.stripe(h.stripe_event(obj=obj))
     assert second.json()["status"] == "duplicate"
+    assert sorted(await svc.outcomes()) == ["duplicate", "processed"]
     assert await svc.count("payment") == 1 and len(await svc.outbox()) == 1
 
 
@@ -155,6 +156,7 @@ async def test_unknown_event_type_is_acknowledged_recorded_and_ignored(svc: Any,
     assert r.status_code == 200 and r.json()["status"] == "ignored"
     assert await svc.count("webhook_event") == 1
     assert await svc.count("payment") == 0 and await svc.outbox() == []
+    assert await svc.outcomes() == ["ignored"]
 
 
 async def test_unknown_account_is_404(svc: Any, h: Any) -> None:
@@ -267,7 +269,7 @@ async def test_unresolvable_client_is_parked_then_assigned_and_emitted(svc: Any,
     obj = h.payment_intent(pi="pi_P1", metadata={}, customer="cus_P")
     r = await svc.stripe(h.stripe_event(obj=obj))
     assert r.status_code == 200 and r.json()["status"] == "parked"
-    assert await svc.outbox() == []
+    assert await svc.outbox() == [] and await svc.outcomes() == ["parked"]
     parked = (await svc.client.get("/v1/parked", headers=h.auth(h.READ_KEY))).json()["items"]
     assert len(parked) == 1 and parked[0]["customer_id"] == "cus_P"
     assert parked[0]["event_type"] == PaymentReceived.TYPE and "client_id" not in parked[0]["payload"]
