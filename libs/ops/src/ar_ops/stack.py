@@ -209,6 +209,8 @@ class Component:
     log: Path
     process: subprocess.Popen[bytes] | None = None  # present when this process started it
     url: str | None = None
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def alive(self) -> bool:
         if self.process is not None:
@@ -280,7 +282,9 @@ def spawn(name: str, command: list[str], env: Mapping[str, str], log: Path, cwd:
             cwd=cwd,
             start_new_session=True,
         )
-    return Component(name=name, pid=process.pid, log=log, process=process)
+    return Component(
+        name=name, pid=process.pid, log=log, process=process, command=list(command), env=dict(env)
+    )
 
 
 def terminate(pid: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> str:
@@ -346,6 +350,53 @@ class RunningStack:
 
     def urls(self) -> dict[str, str]:
         return {s.name: self.config.base_url(s.name) for s in self.config.services}
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one component (fault injection: ``kill -9`` by default) and reap it."""
+        component = self.components[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(component.pid, sig)
+        if component.process is not None and sig in (signal.SIGKILL, signal.SIGTERM):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(self.config.stop_timeout)
+
+    async def restart(self, name: str, *, wait_ready: bool = True) -> Component:
+        """Start a component again with the same command and environment (after a crash or a kill)."""
+        old = self.components[name]
+        if old.alive():
+            raise StackError(f"{name} is still running (pid {old.pid}); kill or stop it first")
+        component = spawn(name, old.command, old.env, old.log, self.config.root)
+        component.url = old.url
+        self.components[name] = component
+        write_pid_file(self.config.pid_file(name), component, old.command)
+        if wait_ready and component.url:
+            await self.wait_ready(name)
+        return component
+
+    async def start_replica(self, service: str, port: int, *, name: str | None = None) -> Component:
+        """One more process of ``service`` on ``port`` (same database and group), e.g. a second dunning-svc."""
+        spec = next(s for s in self.config.services if s.name == service)
+        replica = name or f"{service}-{port}"
+        env = _service_env(self.config, spec, self.credentials)
+        env[f"{spec.env_prefix}HTTP__PORT"] = str(port)
+        command = [self.config.python, "-m", spec.module, "all"]
+        component = spawn(replica, command, env, self.config.log_file(replica), self.config.root)
+        component.url = f"http://127.0.0.1:{port}"
+        self.components[replica] = component
+        write_pid_file(self.config.pid_file(replica), component, command)
+        await self.wait_ready(replica)
+        return component
+
+    async def wait_ready(self, name: str) -> None:
+        """Return once the component answers ``/readyz`` (StackError naming its log otherwise)."""
+        component = self.components[name]
+        url = component.url
+        if url is None:
+            raise ValueError(f"{name} has no HTTP address")
+        async with httpx.AsyncClient() as client:
+            await _wait_until(
+                lambda: _ready(client, url), component, self.config.ready_timeout, "answer /readyz"
+            )
 
     def stop(self) -> dict[str, str]:
         """Stop every component, services first; remove the pid files."""
@@ -619,7 +670,9 @@ async def start_stack(config: StackConfig, *, progress: Any = None) -> RunningSt
 def stop_stack(config: StackConfig) -> dict[str, str]:
     """Stop the background stack named by the pid files (services first, then SMTP and broker)."""
     results: dict[str, str] = {}
-    for name in reversed(config.component_names()):
+    known = config.component_names()
+    extra = sorted(p.stem for p in config.run_dir.glob("*.pid") if p.stem not in known)  # replicas
+    for name in [*extra, *reversed(known)]:
         path = config.pid_file(name)
         record = read_pid_file(path)
         if record is None:

@@ -79,13 +79,24 @@ async def test_stack_up_provisions_credentials_and_down_stops_everything(tmp_pat
         assert {p.stem for p in config.run_dir.glob("*.pid")} == {"broker", "smtp", "invoice", "payment"}
         with pytest.raises(StackError, match="already running"):
             await devstack.start_stack(config)
+        # Fault injection helpers for the end-to-end tests: kill -9, restart, a second instance.
+        first_pid = running.components["invoice"].pid
+        running.kill("invoice")
+        assert not running.components["invoice"].alive()
+        restarted = await running.restart("invoice")
+        assert restarted.pid != first_pid
+        replica_port = free_port()
+        await running.start_replica("invoice", replica_port)
+        async with httpx.AsyncClient() as client:
+            for url in (config.base_url("invoice"), f"http://127.0.0.1:{replica_port}"):
+                assert (await client.get(f"{url}/v1/accounts", headers=headers)).status_code == 200
         for name in ("invoice", "payment"):
             log = config.log_file(name).read_text()
             assert creds["api_key"] not in log
             assert not any(secret in log for secret in creds["webhook_secrets"].values())
     finally:
         results = devstack.stop_stack(config)
-    assert set(results) == {"broker", "smtp", "invoice", "payment"}
+    assert set(results) == {"broker", "smtp", "invoice", "payment", f"invoice-{replica_port}"}
     assert set(results.values()) == {"stopped"}
     assert not list(config.run_dir.glob("*.pid"))
     assert not any(c.alive() for c in running.components.values())
