@@ -914,8 +914,13 @@ def _sender(case: DunningCase, step: Step, ctx: Context) -> Sender:
     return ctx.ar_sender
 
 
+def _money(amount: int, currency: str) -> Money:
+    # amounts and currencies here come from validated events: build the values without validating again
+    return Money.model_construct(amount_minor=amount, currency=currency)
+
+
 def _money_list(amounts: dict[str, int]) -> tuple[Money, ...]:
-    return tuple(Money(amount_minor=v, currency=c) for c, v in sorted(amounts.items()) if v > 0)
+    return tuple(_money(v, c) for c, v in sorted(amounts.items()) if v > 0)
 
 
 def statement(
@@ -928,16 +933,16 @@ def statement(
     for inv in live:
         totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
     anchor = carrying_invoice(exp)
-    return StatementSnapshot(
+    return StatementSnapshot.model_construct(
         as_of=today,
         invoices=tuple(
-            StatementLine(
+            StatementLine.model_construct(
                 invoice_id=i.invoice_id,
                 number=i.number,
                 issue_date=i.issue_date,
                 due_date=i.due_date,
-                amount_due=Money(amount_minor=i.amount_due, currency=i.currency),
-                total=Money(amount_minor=i.total, currency=i.currency) if i.total is not None else None,
+                amount_due=_money(i.amount_due, i.currency),
+                total=_money(i.total, i.currency) if i.total is not None else None,
                 days_overdue=age(i, today),
                 disputed=i.disputed or i.invoice_id in disputed_local,
             )
