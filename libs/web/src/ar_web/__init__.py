@@ -15,7 +15,7 @@ from ar_web.auth import (
 )
 from ar_web.health import ReadinessCheck, database_check, kafka_check, tcp_check
 from ar_web.idempotency import IdempotencyGuard, IdempotencyKey, begin_idempotent, fingerprint
-from ar_web.logs import configure_logging, correlation_id_var, current_correlation_id
+from ar_web.logs import configure_logging, correlation_id_var, correlation_scope, current_correlation_id
 from ar_web.migrations import create_web_tables, drop_web_tables
 from ar_web.pagination import Page, PageParams, decode_cursor, encode_cursor, make_page, page_params
 from ar_web.problems import PROBLEM_MEDIA_TYPE, Problem, ProblemError, problem_response, problem_responses
@@ -40,6 +40,7 @@ __all__ = [
     "begin_idempotent",
     "configure_logging",
     "correlation_id_var",
+    "correlation_scope",
     "create_api_key",
     "create_service_app",
     "create_web_tables",

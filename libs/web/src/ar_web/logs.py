@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -22,6 +24,17 @@ _STANDARD_ATTRS = frozenset(
 def current_correlation_id() -> str | None:
     """The correlation id of the request (or message) being handled, if any."""
     return correlation_id_var.get()
+
+
+@contextlib.contextmanager
+def correlation_scope(correlation_id: str | None) -> Iterator[str]:
+    """Log lines inside carry ``correlation_id`` (a new one when None): wrap a consumer's handling of an event."""
+    cid = correlation_id or new_correlation_id()
+    token = correlation_id_var.set(cid)
+    try:
+        yield cid
+    finally:
+        correlation_id_var.reset(token)
 
 
 def new_correlation_id() -> str:

@@ -123,3 +123,15 @@ def test_json_of_real_text_never_has_a_lone_surrogate(text: str) -> None:
 )
 def test_lone_surrogate_escapes_are_found(body: bytes, found: str | None) -> None:
     assert find_lone_surrogate(body) == found
+
+
+def test_correlation_scope_sets_and_restores() -> None:
+    from ar_web import correlation_scope, current_correlation_id
+
+    assert current_correlation_id() is None
+    with correlation_scope("evt-corr") as cid:
+        assert cid == "evt-corr" == current_correlation_id()
+        with correlation_scope(None) as inner:
+            assert inner != "evt-corr" and current_correlation_id() == inner
+        assert current_correlation_id() == "evt-corr"
+    assert current_correlation_id() is None
