@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -276,7 +277,7 @@ class Dispatcher:
                     rng=self.rng,
                     recoveries=row.recoveries,
                 )
-                DELIVERIES.labels(row.channel, result.outcome.value).inc()
+                _counter(row.channel, result.outcome.value).inc()
                 updates.append(
                     {
                         "b_id": row.id,
@@ -384,6 +385,11 @@ class Dispatcher:
         if events:
             self.on_commit()
         return len(rows)
+
+
+@functools.cache
+def _counter(channel: str, outcome: str) -> Any:
+    return DELIVERIES.labels(channel, outcome)
 
 
 class _Recorder:

@@ -12,9 +12,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr
+from typing import Any
 
 import aiosmtplib
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from notify_svc.domain.delivery import Outcome, Result, classify_smtp_reply
 from notify_svc.rendering import Rendered
@@ -152,6 +159,16 @@ _CONNECTION_ERRORS = (
 )
 
 
+def _pause(seconds: float) -> Any:
+    """tenacity ``before`` hook: the backoff before the first retry (the first try ran outside the loop)."""
+
+    async def before(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            await asyncio.sleep(seconds)
+
+    return before
+
+
 class SmtpSender:
     """Sends mail over up to ``pool_size`` reused connections; built and closed by the lifespan."""
 
@@ -190,16 +207,22 @@ class SmtpSender:
 
     async def send(self, mail: Mail) -> Result:
         """Deliver one message; quick tenacity retries on broken connections and 4xx, then report the outcome."""
+        try:
+            return await self._send_once(mail)  # the common case, without building a retry loop
+        except _Transient as exc:
+            if self.settings.quick_retries <= 1:
+                return exc.result
         s = self.settings
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(s.quick_retries),
+                stop=stop_after_attempt(s.quick_retries - 1),
                 wait=wait_exponential_jitter(
                     multiplier=s.quick_retry_initial_s,
                     max=s.quick_retry_max_s,
                     jitter=s.quick_retry_initial_s,
                 ),
                 retry=retry_if_exception(lambda e: isinstance(e, _Transient)),
+                before=_pause(s.quick_retry_initial_s),
                 reraise=True,
             ):
                 with attempt:
