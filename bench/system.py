@@ -295,8 +295,18 @@ async def _payments(
         "PaymentReceived -> InvoicePaid": [1000 * (paid[c] - received[c]) for c in both],
         "InvoicePaid -> DunningResolved": [1000 * (resolved_at[c] - paid[c]) for c in both],
     }
+    stage_rates = {}
+    for name, seen in (
+        ("PaymentReceived", received),
+        ("InvoicePaid", paid),
+        ("DunningResolved", resolved_at),
+    ):
+        times = sorted(seen[c] for c in acked if c in seen)
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        stage_rates[name] = round((len(times) - 1) / span, 1) if span > 0 else None
     return {
         "payments": len(pairs),
+        "events_per_s_observed": stage_rates,
         "rate_offered": rate,
         "rate_achieved": round(len(pairs) / send_s, 1),
         "send_s": round(send_s, 2),
@@ -326,6 +336,8 @@ def _print_payments(r: dict[str, Any]) -> None:
           f"max {res['max']:,.0f} ms ({r['resolved']:,} resolved, {r['unresolved']:,} not resolved)")  # fmt: skip
     print("          hops (p50/p99 ms): " + "; ".join(
         f"{k} {v['p50']:,.0f}/{v['p99']:,.0f}" for k, v in r["hops_ms"].items()))  # fmt: skip
+    print("          events/s observed: " + ", ".join(
+        f"{k} {v if v is not None else '-'}" for k, v in r["events_per_s_observed"].items()))  # fmt: skip
     if r["errors"]:
         print("          first errors: " + " | ".join(r["first_errors"]))
     if r["unresolved"]:
@@ -416,8 +428,10 @@ async def _run(stack: RunningStack, var: Path) -> dict[str, Any]:
     collector = Collector(stack.config.bootstrap_servers)
     reader = asyncio.create_task(collector.run(stop))
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # No limit on waiting for a pooled connection: above what the services take, webhooks queue here.
+    timeout = httpx.Timeout(60.0, pool=None)
     try:
-        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             api = Api(stack, http)
 
             # baselines -------------------------------------------------------------------------------
@@ -556,6 +570,7 @@ def _figure(
         "baseline": round(base, 1) if base else None,
         "ratio": round(value / base, 3) if base else None,
         "target": target,
+        "lower_is_better": unit == "ms",
     }
 
 
