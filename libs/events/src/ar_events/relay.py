@@ -49,25 +49,32 @@ _MARK_SENT_PG = (
 )
 
 
+_BASE_HEADERS: list[tuple[str, bytes]] = [("content-type", CONTENT_TYPE.encode())]
+
+
 def record_headers(row: Any) -> list[tuple[str, bytes]]:
-    """Kafka headers of an outbox row: content type, CloudEvents type, plus any stored headers."""
-    headers = [("content-type", CONTENT_TYPE.encode()), ("ce_type", str(row.type).encode())]
-    if row.headers:
-        headers.extend((str(k), str(v).encode()) for k, v in dict(row.headers).items())
-    return headers
+    """Kafka headers of an outbox row: the structured-mode content type, plus any stored headers.
+
+    No ``ce_*`` headers: in the CloudEvents Kafka binding those mean binary mode, and ours is structured.
+    """
+    if not row.headers:
+        return _BASE_HEADERS
+    return [*_BASE_HEADERS, *((str(k), str(v).encode()) for k, v in dict(row.headers).items())]
 
 
 async def send_rows(
     producer: AIOKafkaProducer, rows: Sequence[Any], kafka: KafkaSettings | None
 ) -> list[asyncio.Future[Any]]:
     """Hand rows (in id order) to the producer; returns one ack future per row."""
+    topics: dict[str, str] = {}
     futures = []
     for row in rows:
-        topic = kafka.topic(row.topic) if kafka else row.topic
-        fut = await producer.send(
-            topic, value=row.value, key=str(row.key).encode(), headers=record_headers(row)
+        topic = topics.get(row.topic)
+        if topic is None:
+            topic = topics[row.topic] = kafka.topic(row.topic) if kafka else row.topic
+        futures.append(
+            await producer.send(topic, value=row.value, key=row.key.encode(), headers=record_headers(row))
         )
-        futures.append(fut)
     return futures
 
 

@@ -68,13 +68,12 @@ def test_utc_datetime_refuses_naive_values() -> None:
         UtcDateTime().process_bind_param(datetime(2026, 3, 2), sqlite.dialect())
 
 
-def test_record_headers_carry_content_type_type_and_stored_headers() -> None:
+def test_record_headers_carry_the_structured_content_type_and_stored_headers() -> None:
     row = SimpleNamespace(type="ar.invoice.issued.v1", headers={"tenant": "acme"})
-    assert record_headers(row) == [
-        ("content-type", b"application/cloudevents+json"),
-        ("ce_type", b"ar.invoice.issued.v1"),
-        ("tenant", b"acme"),
-    ]
+    assert record_headers(row) == [("content-type", b"application/cloudevents+json"), ("tenant", b"acme")]
+    bare = SimpleNamespace(type="ar.invoice.issued.v1", headers=None)
+    assert record_headers(bare) == [("content-type", b"application/cloudevents+json")]
+    assert not any(name.startswith("ce_") for name, _ in record_headers(row)), "ce_* headers mean binary mode"
 
 
 def test_probe_says_no_when_nothing_listens() -> None:
