@@ -9,17 +9,19 @@ Phases:
   1. issue: N clients and one invoice each through invoice-svc REST (16 requests in flight);
   2. overdue: the clock moves to a business morning one day past due; every client gets a case, a
      ReminderRequested (``ar.dunning.events``) and a NotificationSent (``ar.notify.events``, one .eml each);
-  3. payment: one signed ``payment_intent.succeeded`` webhook per client at a fixed rate (200/s, open loop);
-     per client, the latency from the webhook's 2xx to the DunningResolved record arriving at our consumer
-     (wall time at receipt: the event's own ``time`` is the simulated clock).
+  3. payment: one signed ``payment_intent.succeeded`` webhook per client, open loop: first a light-load probe
+     (100 clients at 5/s: the pipeline's own latency), then everyone else at 200/s. Per client, the latency
+     from the webhook's 2xx to the DunningResolved record arriving at our consumer (wall time at receipt: the
+     event's own ``time`` is the simulated clock), split hop by hop (PaymentReceived, InvoicePaid received).
 
 Baselines in the same run: a trivial endpoint (``GET /healthz`` of invoice-svc, same client, same concurrency)
 for request throughput; the raw broker round trip (aiokafka produce -> consume, same producer settings as the
-services, at the same 200/s) for the latency.
+services, at the same 200/s) for the latency, also measured with aiokafka's default fetch wait (the services').
 
     uv run python -m bench system
-Environment: BENCH_SYSTEM_CLIENTS (default 1000: 10,000 take far more than 10 minutes on a 2-core machine), BENCH_SYSTEM_RATE (payments/s, default 200),
-DATABASE_URL (a PostgreSQL server; else 127.0.0.1:5432 as postgres), BENCH_SYSTEM_KEEP=1 keeps the var dir.
+Environment: BENCH_SYSTEM_CLIENTS (default 1000: 10,000 take far more than 10 minutes on the 2-core dev
+machine), BENCH_SYSTEM_RATE (payments/s, default 200), DATABASE_URL (a PostgreSQL server; else 127.0.0.1:5432
+as postgres), BENCH_SYSTEM_KEEP=1 keeps the var dir (logs, mail) of a successful run.
 """
 
 from __future__ import annotations
