@@ -225,14 +225,25 @@ class DunningMachine(RuleBasedStateMachine):
             return
         self.apply(dec, escalating=True)
 
-    @rule(outcome=st.sampled_from([TaskOutcome.REACHED, TaskOutcome.NO_ANSWER, TaskOutcome.SKIP,
-                                   TaskOutcome.WRONG_CONTACT, TaskOutcome.PROMISE_TO_PAY]))  # fmt: skip
-    def complete_task(self, outcome: TaskOutcome) -> None:
+    @rule(
+        outcome=st.sampled_from(
+            [TaskOutcome.REACHED, TaskOutcome.NO_ANSWER, TaskOutcome.SKIP, TaskOutcome.WRONG_CONTACT,
+             TaskOutcome.PROMISE_TO_PAY, TaskOutcome.DISPUTE, TaskOutcome.PAYMENT_PLAN]
+        ),
+        data=st.data(),
+    )  # fmt: skip
+    def complete_task(self, outcome: TaskOutcome, data: st.DataObject) -> None:
         task = self.case.blocking_task
         if task is None:
             return
-        done = d.TaskCompletion(task.task_id, outcome, promised_date=CAL.local_date(self.now) + timedelta(days=3),
-                                promised_amount=Money(amount_minor=1_000, currency="EUR"))  # fmt: skip
+        today = CAL.local_date(self.now)
+        live = sorted(i for i, v in self.invoices.items() if v.amount_due > 0)
+        disputed = (data.draw(st.sampled_from(live)),) if live and outcome is TaskOutcome.DISPUTE else ()
+        done = d.TaskCompletion(
+            task.task_id, outcome, promised_date=today + timedelta(days=3),
+            promised_amount=Money(amount_minor=1_000, currency="EUR"), dispute_invoice_ids=disputed,
+            installments=((today + timedelta(days=10), Money(amount_minor=2_000, currency="EUR")),),
+        )  # fmt: skip
         try:
             dec = d.complete_task(self.case, done, self.ctx(), self.now)
         except Rejected:
