@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-MODULES = ("plumbing", "invoice", "payment", "dunning", "notify", "system")
+MODULES = ("plumbing", "web", "invoice", "payment", "dunning", "notify", "system")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
