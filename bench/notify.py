@@ -114,7 +114,7 @@ async def _raw(port: int, data: bytes, n: int) -> tuple[float, float]:
 
 async def _ours(database_url: str, port: int, n: int) -> dict[str, Any]:
     """Ingest n reminders, then deliver them; the raw baseline runs half before and half after, same message."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     from ar_events.settings import DatabaseSettings
     from notify_svc.__main__ import migrate
@@ -142,6 +142,17 @@ async def _ours(database_url: str, port: int, n: int) -> dict[str, Any]:
                 for env in events[start : start + 500]:
                     await on_message_request(session, env, clock=services.clock)
         ingest_rate = n / (time.perf_counter() - started)
+        async with services.sessionmaker() as session:
+            await session.execute(text("ANALYZE notification"))
+            plan = [
+                r[0]
+                for r in await session.execute(
+                    text(
+                        "EXPLAIN SELECT id FROM notification WHERE status = 'pending' AND next_attempt_at <= now()"
+                        " ORDER BY next_attempt_at LIMIT 200 FOR UPDATE SKIP LOCKED"
+                    )
+                )
+            ]
 
         async with outbound(settings) as (smtp, webhooks):
             d = Dispatcher(
@@ -179,6 +190,7 @@ async def _ours(database_url: str, port: int, n: int) -> dict[str, Any]:
             "raw_rate": n / (raw_before[0] + raw_after[0]),
             "raw_cpu_ms": 1000 * (raw_before[1] + raw_after[1]) / n,
             "message_bytes": len(data),
+            "plan": plan,
             "settings": settings,
         }
     finally:
@@ -256,6 +268,7 @@ async def main() -> dict[str, Any]:
         f"  ingest     : {ours['ingest_rate']:8.0f} events/s into pending rows (handler, 500 per transaction)"
     )
     print(f"  message    : {ours['message_bytes']} bytes; SMTP server received {received} messages in total")
+    print("  claim plan : " + " / ".join(line.strip() for line in ours["plan"]))
     return {
         "figures": [
             {
@@ -276,6 +289,7 @@ async def main() -> dict[str, Any]:
         "smtp_pool_size": pool,
         "load_average": round(os.getloadavg()[0], 1),
         "message_bytes": ours["message_bytes"],
+        "claim_query_plan": ours["plan"],
         "n": N,
         "smtp_received": received,
         "meets_target": ours["rate"] >= 500 and ratio >= 0.5,
