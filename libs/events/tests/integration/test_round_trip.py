@@ -102,7 +102,7 @@ async def test_relay_publishes_a_commit_from_another_process_without_wake(
                 await asyncio.sleep(0.005)
             worst = max(worst, loop.time() - started)
         # A generous bound: this machine is shared; the figure itself is the benchmark's business.
-        assert worst < 1.0, f"relay took {worst * 1000:.0f} ms to publish a committed row"
+        assert worst < 2.0, f"relay took {worst * 1000:.0f} ms to publish a committed row"
     finally:
         stop.set()
         await task
