@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Collection
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -86,7 +86,8 @@ def _after(params: PageParams) -> list[Any] | None:
         return None
     try:
         when, key = pos
-        return [datetime.fromisoformat(str(when)), str(key)]
+        at = datetime.fromisoformat(str(when))
+        return [at if at.tzinfo else at.replace(tzinfo=UTC), str(key)]
     except (TypeError, ValueError):
         raise ProblemError(
             400, "Invalid cursor", "The cursor is not one this API returned", field="cursor"

@@ -477,7 +477,8 @@ class ClientRepository:
         stmt = select(client).order_by(client.c.created_at, client.c.id).limit(limit)
         if after is not None:
             stmt = stmt.where(
-                tuple_(client.c.created_at, client.c.id) > tuple_(literal(after[0]), literal(after[1]))
+                tuple_(client.c.created_at, client.c.id)
+                > tuple_(literal(after[0], UtcDateTime), literal(after[1]))
             )
         if segment is not None:
             stmt = stmt.where(client.c.segment == segment)

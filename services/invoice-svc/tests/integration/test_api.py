@@ -239,3 +239,12 @@ async def test_auth_401_without_key_403_without_scope(svc: Svc) -> None:
     assert r.status_code == 403
     r = await svc.http.get("/v1/reports/aging", headers={"Authorization": f"Bearer {svc.keys['read']}"})
     assert r.status_code == 200
+
+
+async def test_cursor_with_a_naive_or_odd_position_is_handled(svc: Svc) -> None:
+    from ar_web import encode_cursor
+
+    for position in (["2026-03-01T12:00:00", "x"], ["not a date", "x"], {"a": 1}, "abc", [None, None]):
+        for path in ("/v1/invoices", "/v1/clients"):
+            r = await svc.http.get(path, params={"cursor": encode_cursor(position)})
+            assert r.status_code in (200, 400), (path, position, r.text)
