@@ -16,6 +16,7 @@ import asyncio
 import re
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -133,7 +134,7 @@ async def cases_waiting(api: Api, parties: list[Party], limits: Limits) -> None:
     """Wait until dunning-svc knows every party's invoices: each case exists and has a timer."""
 
     async def waiting() -> bool:
-        cases = [await api.case(p.client_id) for p in parties]
+        cases = await api.cases(p.client_id for p in parties)
         return all(c is not None and c["next_action_at"] is not None for c in cases)
 
     await eventually(waiting, timeout=limits.step, what="a dunning case with a timer per client")
@@ -144,7 +145,7 @@ async def settle(api: Api, parties: list[Party], after: datetime, limits: Limits
     ``next_action_at`` is then later, or gone); return the cases."""
 
     async def done() -> list[dict[str, Any]] | None:
-        cases = [await api.case(p.client_id) for p in parties]
+        cases = await api.cases(p.client_id for p in parties)
         for c in cases:
             if c is None:
                 return None
@@ -175,11 +176,26 @@ def _deadline_texts(d: date) -> tuple[str, ...]:
     return (d.isoformat(), f"{d.day} {d:%B %Y}", f"{d:%B} {d.day}, {d.year}")
 
 
+PHASES = ("notices", "reminder-1", "reminder-2", "task", "promise", "warning", "payment", "resolution")
+PhaseHook = Callable[[str], Awaitable[None]]
+
+
+async def _no_hook(phase: str) -> None:
+    return None
+
+
 async def run_ladder(
-    stack: E2EStack, api: Api, topics: TopicReader, parties: list[Party], limits: Limits | None = None
+    stack: E2EStack,
+    api: Api,
+    topics: TopicReader,
+    parties: list[Party],
+    limits: Limits | None = None,
+    on_phase: PhaseHook = _no_hook,
 ) -> None:
-    """Steps 1 to 6 of the main scenario for every party, asserting along the way."""
+    """Steps 1 to 6 of the main scenario for every party, asserting along the way. ``on_phase(name)`` is
+    awaited as each phase of :data:`PHASES` begins (the chaos test schedules its kills there)."""
     limits = limits or Limits()
+    await on_phase("notices")
     # 0. the invoice notices go out, the cases exist and wait for the first overdue day
     for p in parties:
         want = {f"invoice:{i}:issued" for i in p.invoice_ids}
@@ -195,6 +211,7 @@ async def run_ladder(
 
     # 1-2. overdue: the first reminder, one email per client listing all its open invoices; then the second
     for step in REMINDER_STEPS:
+        await on_phase(f"reminder-{step + 1}")
         cases = await step_clock(api, parties, limits)
         assert all(c["state"] == "reminding" and c["policy"] == POLICY for c in cases), cases
         await wait_for_mail_step(stack, parties, step, limits)
@@ -216,8 +233,10 @@ async def run_ladder(
             assert mail.key == event.notification_key
 
     # 3. a manual task, completed with a promise to pay
+    await on_phase("task")
     cases = await step_clock(api, parties, limits)
     promised = (await api.sim_now()).date() + timedelta(days=1)
+    await on_phase("promise")
     for p, case in zip(parties, cases, strict=True):
         assert case["state"] == "manual_followup", case
         task_id = case["blocking_task_id"]
@@ -232,6 +251,7 @@ async def run_ladder(
         assert case["pause"]["reason"] == "promise_to_pay", case
 
     # 4. the promise is broken (nothing paid by the date plus grace): the agency warning goes out
+    await on_phase("warning")
     for _ in range(6):
         cases = await step_clock(api, parties, limits)
         if all(c["state"] == "agency_warning" for c in cases):
@@ -253,6 +273,7 @@ async def run_ladder(
         _assert_statement_mail(mail, p)
 
     # 5. a signed payment webhook clears the balance
+    await on_phase("payment")
     for p in parties:
         ack = await api.pay_stripe(p.client_id, p.total, CURRENCY, p.invoice_ids, event_id=f"evt_{p.tag}")
         assert ack["status"] in ("processed", "duplicate"), ack
@@ -270,8 +291,10 @@ async def run_ladder(
             assert (await api.invoice(inv))["status"] == "paid"
 
     # 6. the case is resolved, and nothing more is sent however far the clock moves
+    await on_phase("resolution")
+
     async def resolved() -> bool:
-        cases = [await api.case(p.client_id) for p in parties]
+        cases = await api.cases(p.client_id for p in parties)
         return all(c is not None and c["state"] == "resolved" for c in cases)
 
     await eventually(resolved, timeout=limits.step, what="the cases to resolve")

@@ -290,12 +290,19 @@ class Mail:
         return str(part.get_content()) if part is not None else ""
 
 
+_PARSED: dict[Path, Mail] = {}  # the catcher writes each file once (atomically): parse it once
+
+
 def read_mail(directory: Path) -> list[Mail]:
+    """Every stored message, oldest first."""
     out = []
     for path in mail_files(directory):
-        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        out.append(Mail(path, msg))
+        mail = _PARSED.get(path)
+        if mail is None:
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(msg, EmailMessage)
+            mail = _PARSED[path] = Mail(path, msg)
+        out.append(mail)
     return out
 
 
@@ -558,6 +565,16 @@ class Api:
     async def advance(self, delta: timedelta) -> datetime:
         return await self.advance_to(await self.sim_now() + delta)
 
+    async def cases(self, client_ids: Iterable[str]) -> list[dict[str, Any] | None]:
+        """The case views of several clients (a few requests at a time)."""
+        gate = asyncio.Semaphore(8)
+
+        async def one(client_id: str) -> dict[str, Any] | None:
+            async with gate:
+                return await self.case(client_id)
+
+        return list(await asyncio.gather(*(one(c) for c in client_ids)))
+
     async def case(self, client_id: str) -> dict[str, Any] | None:
         response = await self.call("GET", "dunning", f"/v1/cases/{client_id}", ok=(404,))
         if response.status_code == 404:
@@ -619,7 +636,7 @@ async def advance_to_next_action(
 ) -> datetime | None:
     """Move the simulated clock just past the earliest pending timer of these clients' cases; return the
     new simulated time (None when no case has a timer)."""
-    cases = [await api.case(c) for c in client_ids]
+    cases = await api.cases(client_ids)
     times = [t for t in (as_dt(c["next_action_at"]) for c in cases if c) if t is not None]
     if not times:
         return None

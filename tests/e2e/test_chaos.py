@@ -18,48 +18,72 @@ import httpx
 
 from ar_events.topics import Topic
 
-from .ladder import Limits, Party, collect_outcome, duplicates, new_tag, onboard, quiet_due_date, run_ladder
-from .support import Api, E2EStack, TopicReader, eventually, mail_for
+from .ladder import (
+    PHASES,
+    Limits,
+    Party,
+    collect_outcome,
+    duplicates,
+    new_tag,
+    onboard,
+    quiet_due_date,
+    run_ladder,
+)
+from .support import Api, E2EStack, TopicReader, eventually, mail_for, quiet
 
 SERVICES = ("invoice", "payment", "dunning", "notify")
+KILL_PHASES = ("onboard", *PHASES[:-1])  # any phase but the last
 CHAOS_CLIENTS = 4
 BASELINE_CLIENTS = 2
 
 
 @dataclass
 class Monkey:
-    """Kills each service once (random order, random moments) and restarts it; remembers what it did."""
+    """Kills each service once and restarts it. Each kill is scheduled in a random phase of the scenario
+    (before its last one, so the kill lands while the scenario runs) at a random delay into that phase; the
+    driver does not wait for it, so kills and restarts overlap the steps and each other."""
 
     stack: E2EStack
     rng: random.Random
     log: list[str] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
+    plan: dict[str, list[str]] = field(default_factory=dict)  # phase -> services to kill in it
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in SERVICES:
+            self.plan.setdefault(self.rng.choice(KILL_PHASES), []).append(name)
 
     def say(self, what: str) -> None:
         self.log.append(f"{time.monotonic() - self.start:6.1f}s {what}")
 
-    async def run(self) -> None:
-        order = list(SERVICES)
-        self.rng.shuffle(order)
+    async def on_phase(self, phase: str) -> None:
+        self.say(f"phase {phase}")
+        for name in self.plan.get(phase, []):
+            self.tasks.append(asyncio.create_task(self.kill_and_restart(name, self.rng.uniform(0.0, 3.0))))
+
+    async def kill_and_restart(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        command, env = await asyncio.to_thread(self.stack.kill, name)
+        self.say(f"kill -9 {name}")
+        await asyncio.sleep(self.rng.uniform(0.0, 1.5))
+        comp = await asyncio.to_thread(self.stack.restart, name, command, env)
+        self.say(f"restarted {name} (pid {comp.pid})")
+        url = self.stack.urls()[name]
         async with httpx.AsyncClient(timeout=5) as http:
-            for name in order:
-                await asyncio.sleep(self.rng.uniform(0.5, 6.0))
-                command, env = await asyncio.to_thread(self.stack.kill, name)
-                self.say(f"kill -9 {name}")
-                await asyncio.sleep(self.rng.uniform(0.0, 1.5))
-                comp = await asyncio.to_thread(self.stack.restart, name, command, env)
-                self.say(f"restarted {name} (pid {comp.pid})")
-                url = self.stack.urls()[name]
 
-                async def ready(url: str = url, name: str = name) -> bool:
-                    assert self.stack.component(name).alive(), f"{name} exited after its restart"
-                    try:
-                        return (await http.get(f"{url}/readyz")).status_code == 200
-                    except httpx.HTTPError:
-                        return False
+            async def ready() -> bool:
+                assert self.stack.component(name).alive(), f"{name} exited after its restart"
+                try:
+                    return (await http.get(f"{url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
 
-                await eventually(ready, timeout=120, what=f"{name} to answer /readyz after its restart")
-                self.say(f"{name} ready")
+            await eventually(ready, timeout=120, what=f"{name} to answer /readyz after its restart")
+        self.say(f"{name} ready")
+
+    async def done(self) -> None:
+        await asyncio.gather(*self.tasks)
 
 
 async def test_chaos_each_service_killed_once_gives_the_same_outcome(stack: E2EStack) -> None:
@@ -79,19 +103,24 @@ async def test_chaos_each_service_killed_once_gives_the_same_outcome(stack: E2ES
         assert all(e == expected[0] for e in expected), expected
         # the same scenario while the services die one by one
         monkey = Monkey(stack, rng)
-        chaos = asyncio.create_task(monkey.run())
+        print(f"kill plan: {monkey.plan}")
         try:
+            await monkey.on_phase("onboard")
             due = quiet_due_date((await api.sim_now()).date() + timedelta(days=1))
             parties = await onboard(api, [new_tag("chaos") for _ in range(CHAOS_CLIENTS)], due)
-            await run_ladder(stack, api, topics, parties, Limits(step=150.0, quiet=4.0))
+            await run_ladder(
+                stack, api, topics, parties, Limits(step=150.0, quiet=4.0), on_phase=monkey.on_phase
+            )
             monkey.say("scenario done")
-            await chaos
+            await monkey.done()
         finally:
-            if not chaos.done():
-                chaos.cancel()
+            for task in monkey.tasks:
+                task.cancel()
             print("\n".join(monkey.log))
         assert len([line for line in monkey.log if "kill -9" in line]) == len(SERVICES), monkey.log
-        # afterwards: the same emails, tasks, balances and events as the undisturbed run
+        # afterwards (the restarted services given a moment to redo anything they would redo): the same
+        # emails, tasks, balances and events as the undisturbed run
+        await quiet(4.0)
         for p in parties:
             got = await collect_outcome(stack, api, topics, p)
             assert got == expected[0], f"{p.tag} differs from the undisturbed run\n{monkey.log}"
