@@ -27,9 +27,8 @@ from ar_web import (
     problem_responses,
     require_scopes,
 )
-from notify_svc import __version__
+from notify_svc import __version__, handlers
 from notify_svc.bootstrap import Services, build, run_worker
-from notify_svc.domain.delivery import Status
 from notify_svc.domain.notifications import Kind
 from notify_svc.rendering import TEMPLATE_KEYS, RenderError, build_context, client_locale
 from notify_svc.repository import UnitOfWork
@@ -186,34 +185,17 @@ async def resend(
     body: ResendIn | None = None,
 ) -> NotificationOut:
     """Queue a failed (or unknown) notification again: a new generation, so a new Message-ID."""
-    now = services.clock.now()
-    async with UnitOfWork(services.sessionmaker) as uow:
-        row = await uow.repo.get(notification_id, lock=True)
-        if row is None:
-            raise ProblemError(404, "Notification not found", field="notification_id")
-        if row.status not in (Status.FAILED.value, Status.UNKNOWN.value):
-            raise ProblemError(
-                409,
-                "Notification is not failed",
-                f"status is {row.status!r}; only failed or unknown notifications can be resent",
-                field="notification_id",
-            )
-        if row.kind == "rejected":
-            raise ProblemError(
-                409,
-                "Nothing to resend",
-                f"the request had no usable recipient: {row.last_error}",
-                field="notification_id",
-            )
-        if body is not None and body.clear_suppression:
-            if row.channel == "email":
-                await uow.repo.unsuppress(row.recipient)
-            else:
-                await uow.repo.enable_endpoint(row.recipient)
-        await uow.repo.requeue(row.id, now)
-        await uow.commit()
-        row = await uow.repo.get(notification_id)
-        assert row is not None
+    try:
+        row = await handlers.resend_notification(
+            UnitOfWork(services.sessionmaker),
+            notification_id,
+            clear_suppression=body is not None and body.clear_suppression,
+            now=services.clock.now(),
+        )
+    except handlers.NotFound as exc:
+        raise ProblemError(404, "Notification not found", field="notification_id") from exc
+    except handlers.NotResendable as exc:
+        raise ProblemError(409, exc.title, exc.detail, field="notification_id") from exc
     if services.dispatcher is not None:
         services.dispatcher.wake()
     return NotificationOut.of(row, [])

@@ -42,7 +42,7 @@ from notify_svc.domain.notifications import (
     plan_receipt,
     plan_task,
 )
-from notify_svc.repository import Repository, contact_from_profile
+from notify_svc.repository import Repository, UnitOfWork, contact_from_profile
 
 SOURCE = "notify-svc"
 Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
@@ -218,6 +218,42 @@ def _wrap(payload: Payload, r: Mapping[str, Any], event_id: str, now: datetime) 
 
 def _mapping(row: Any) -> Mapping[str, Any]:
     return row if isinstance(row, Mapping) else row._mapping
+
+
+class NotFound(LookupError):
+    """No notification with that id."""
+
+
+class NotResendable(ValueError):
+    """The notification is not in a state a resend makes sense for."""
+
+    def __init__(self, title: str, detail: str) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+
+
+async def resend_notification(uow: UnitOfWork, nid: str, *, clear_suppression: bool, now: datetime) -> Any:
+    """A person asked to resend a failed (or unknown) notification: queue it as a new generation (new Message-ID)."""
+    async with uow:
+        row = await uow.repo.get(nid, lock=True)
+        if row is None:
+            raise NotFound(nid)
+        if row.status not in (Status.FAILED.value, Status.UNKNOWN.value):
+            raise NotResendable(
+                "Notification is not failed",
+                f"status is {row.status!r}; only failed or unknown notifications can be resent",
+            )
+        if row.kind == "rejected":
+            raise NotResendable("Nothing to resend", f"the request had no usable recipient: {row.last_error}")
+        if clear_suppression:
+            if row.channel == "email":
+                await uow.repo.unsuppress(row.recipient)
+            else:
+                await uow.repo.enable_endpoint(row.recipient)
+        await uow.repo.requeue(row.id, now)
+        await uow.commit()
+        return await uow.repo.get(nid)
 
 
 def build_handlers(clock: Clock) -> dict[str, Handler]:
