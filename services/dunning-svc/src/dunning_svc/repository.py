@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -269,8 +270,10 @@ async def load_invoices(
     return out
 
 
+@lru_cache(maxsize=20_000)
 def load_profile(text: str) -> ClientProfile:
-    """A stored profile, validated when its event was consumed: rebuilt without validating addresses again."""
+    """A stored profile, validated when its event was consumed: rebuilt without validating addresses again
+    (and cached by its text: the value is immutable)."""
     d = json.loads(text)
     am = d.get("account_manager")
     prefs = d.get("preferences") or {}
