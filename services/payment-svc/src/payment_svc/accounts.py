@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import secrets as _random
 import time
 import uuid
 from collections.abc import Mapping
@@ -54,11 +52,6 @@ def validate_secret(kind: AccountKind, secret: str) -> None:
         raise AccountError(
             "secret", "a Stripe signing secret is 16-512 printable ASCII characters (whsec_...)"
         )
-
-
-def generate_secret() -> str:
-    """A fresh ``whsec_`` secret usable by either scheme (24 random bytes, base64)."""
-    return "whsec_" + base64.b64encode(_random.token_bytes(24)).decode()
 
 
 def settings_secret_id(account: str, secret: str) -> str:
