@@ -21,8 +21,10 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from ar_events.clock import Clock
+from ar_events.db import is_transient
 from ar_events.envelope import Envelope
 from notify_svc.channels.email import Mail, SmtpSender, build_message
 from notify_svc.channels.webhook import WebhookSender
@@ -256,7 +258,20 @@ class Dispatcher:
     # ------------------------------------------------------------------ recording
 
     async def _record(self, results: Sequence[tuple[Row[Any], Result]]) -> None:
+        """Record outcomes; a database blip is retried, because until this commits a sent message is at risk
+        of the single crash-window resend (see the README)."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_delay(30),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                await self._record_once(results)
+
+    async def _record_once(self, results: Sequence[tuple[Row[Any], Result]]) -> None:
         d = self.settings.delivery
+        counted: list[tuple[str, str]] = []
         now = self.clock.now()
         async with UnitOfWork(self.sessionmaker) as uow:
             owned = await uow.repo.owned((r.id, r.attempts, r.generation) for r, _ in results)
@@ -277,7 +292,7 @@ class Dispatcher:
                     rng=self.rng,
                     recoveries=row.recoveries,
                 )
-                _counter(row.channel, result.outcome.value).inc()
+                counted.append((row.channel, result.outcome.value))
                 updates.append(
                     {
                         "b_id": row.id,
@@ -305,7 +320,6 @@ class Dispatcher:
                     }
                 )
                 if t.emit_sent:
-                    self.sent += 1
                     events.append(sent_event(row, message_id=result.message_id, now=now))
                 if t.emit_failed:
                     reason = result.detail or result.outcome.value
@@ -328,6 +342,9 @@ class Dispatcher:
             if events:
                 await uow.repo.emit(*events, now=now)
             await uow.commit()
+        for channel, outcome in counted:
+            _counter(channel, outcome).inc()
+            self.sent += outcome == Outcome.SENT.value
         if events:
             self.on_commit()
 
