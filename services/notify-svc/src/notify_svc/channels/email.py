@@ -267,6 +267,13 @@ class SmtpSender:
                     message_id=mail.message_id,
                 )
             raise _Transient(Result(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}"[:500])) from exc
+        except aiosmtplib.SMTPException as exc:
+            # Login, STARTTLS or greeting refused: our configuration or the relay, never the recipient's fault.
+            code = getattr(exc, "code", None)
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            raise _Transient(
+                Result(Outcome.TRANSIENT, detail=detail, code=str(code) if code else "smtp")
+            ) from exc
 
     def _reply(self, code: int, message: str, mail: Mail) -> Result:
         outcome = classify_smtp_reply(code)
