@@ -144,3 +144,18 @@ def test_every_type_round_trips(cls: type[Payload]) -> None:
     assert back == env
     assert type(back.data) is cls
     assert back.data.model_dump() == payload.model_dump()
+
+
+def test_a_nested_type_key_cannot_pick_the_wrong_model() -> None:
+    env = new_event(_payment(), source="payment-svc", time=NOW)
+    raw = json.loads(encode(env))
+    raw["data"]["type"] = "ar.client.registered.v1"
+    reordered = {"data": raw.pop("data"), **raw}  # the nested "type" now comes first in the bytes
+    back = decode(json.dumps(reordered).encode())
+    assert isinstance(back.data, PaymentReceived)
+    assert back.data == env.data
+
+
+def test_pretty_printed_records_from_other_tools_decode_too() -> None:
+    env = new_event(_payment(), source="payment-svc", time=NOW)
+    assert decode(json.dumps(json.loads(encode(env)), indent=2)) == env
