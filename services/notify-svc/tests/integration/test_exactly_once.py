@@ -139,9 +139,9 @@ async def test_contact_projection_keeps_the_newest_profile_when_events_arrive_ou
 async def test_reply_lost_after_data_is_resent_once_with_the_same_message_id(
     database_url: str, mail_sink: MailSink
 ) -> None:
-    mail_sink.stall_replies, mail_sink.stall_s = 1, 3.0
+    mail_sink.stall_replies, mail_sink.stall_s = 1, 2.0
     settings = make_settings(database_url, smtp_port=mail_sink.port)
-    settings.smtp.timeout_s = 1.0
+    settings.smtp.timeout_s = 0.7
     async with dispatching(settings) as services:
         await ingest(services, sample_event(ReminderRequested))
 
@@ -160,9 +160,9 @@ async def test_reply_lost_after_data_is_resent_once_with_the_same_message_id(
 
 
 async def test_reply_lost_twice_stops_at_unknown(database_url: str, mail_sink: MailSink) -> None:
-    mail_sink.stall_replies, mail_sink.stall_s = 5, 3.0
+    mail_sink.stall_replies, mail_sink.stall_s = 5, 2.0
     settings = make_settings(database_url, smtp_port=mail_sink.port)
-    settings.smtp.timeout_s = 1.0
+    settings.smtp.timeout_s = 0.7
     async with dispatching(settings) as services:
         await ingest(services, sample_event(ReminderRequested))
 
