@@ -270,6 +270,10 @@ async def run_ladder(
         assert mail.key == warning.notification_key
         text = mail.subject + "\n" + mail.text()
         assert any(d in text for d in _deadline_texts(warning.deadline)), (warning.deadline, text)
+        # the final notice comes from the account manager (policy: sender account_manager); reminders do not
+        assert f"am-{p.tag}@seller.example.com" in mail.header("From"), mail.header("From")
+        first = next(m for m in dunning_mail(stack, p) if key_step(m) == (1, 0))
+        assert "am-" not in first.header("From"), first.header("From")
         _assert_statement_mail(mail, p)
 
     # 5. a signed payment webhook clears the balance

@@ -98,7 +98,7 @@ class E2EStack:
 
     def logs(self, lines: int = 60) -> str:
         """The last lines of every component's log (for failure reports)."""
-        parts = []
+        parts = [f"whole logs under {self.config.log_dir}, mail under {self.mail_dir}"]
         for path in sorted(self.config.log_dir.glob("*.log")):
             try:
                 text = path.read_bytes()[-60_000:].decode("utf-8", errors="replace")
