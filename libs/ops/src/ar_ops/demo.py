@@ -32,6 +32,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ar_events.clock import SharedSimulatedClock
+from ar_events.kafka import make_consumer
+from ar_events.settings import KafkaSettings
+from ar_events.topics import Topic
 from ar_ops.mail import mail_files
 from ar_ops.portfolio import DemoClient, DemoInvoice, PayerKind, Portfolio, build_portfolio
 from ar_ops.stack import RunningStack, StackConfig, start_stack
@@ -79,6 +82,7 @@ class DemoState:
     payments: list[Payment] = field(default_factory=list)  # pending, sorted by date
     scenarios: list[Scenario] = field(default_factory=list)
     collected: Counter[str] = field(default_factory=Counter)  # currency -> minor units
+    events: Counter[str] = field(default_factory=Counter)  # dunning/notify event type -> count so far
     log: list[str] = field(default_factory=list)
     errors: int = 0
 
@@ -303,21 +307,17 @@ def plan_scenarios(state: DemoState) -> None:
         broken = never[2]
         amount, currency = owed(broken)
         state.scenarios.append(Scenario(start + timedelta(days=3), "promise", state.clients[broken.external_id],
-                                        {"on": start + timedelta(days=6), "amount": amount, "currency": currency,
-                                         "keep": False}))  # fmt: skip
+                                        {"in_days": 8, "amount": amount, "currency": currency, "keep": False}))  # fmt: skip
         plan = never[3]
         amount, currency = owed(plan)
         parts = [amount // 3, amount // 3, amount - 2 * (amount // 3)]
-        dates = [start + timedelta(days=d) for d in (10, 40, 70)]
         state.scenarios.append(Scenario(start + timedelta(days=4), "plan", state.clients[plan.external_id],
-                                        {"installments": list(zip(dates, parts, strict=True)),
-                                         "currency": currency}))  # fmt: skip
+                                        {"parts": parts, "in_days": (10, 40, 70), "currency": currency}))  # fmt: skip
     if late:
         kept = late[0]
         amount, currency = owed(kept)
         state.scenarios.append(Scenario(start + timedelta(days=3), "promise", state.clients[kept.external_id],
-                                        {"on": start + timedelta(days=8), "amount": amount, "currency": currency,
-                                         "keep": True}))  # fmt: skip
+                                        {"in_days": 10, "amount": amount, "currency": currency, "keep": True}))  # fmt: skip
         # The kept promise replaces that client's own late payments.
         cid = state.clients[kept.external_id]
         state.payments = [p for p in state.payments if p.client_id != cid or p.on < start]
@@ -337,20 +337,40 @@ async def run_scenario(api: DemoApi, state: DemoState, s: Scenario) -> None:
         await api.resolve_dispute(s.data["dispute_id"], s.data["outcome"], inv.total_minor // 4, inv.currency)
         state.log.append(f"{s.on}: dispute on {inv.number} {s.data['outcome']}")
     elif s.what == "promise":
-        await api.record_promise(s.client_id, s.data["on"], s.data["amount"], s.data["currency"])
+        # Dates are relative to the day the scenario actually runs: the clock does not wait for the demo.
+        today = state.sim_today
+        on = today + timedelta(days=s.data["in_days"])
+        await api.record_promise(s.client_id, on, s.data["amount"], s.data["currency"])
         state.log.append(
-            f"{s.on}: promise to pay by {s.data['on']} recorded ({'kept' if s.data['keep'] else 'will break'})"
+            f"{today}: promise to pay by {on} recorded ({'kept' if s.data['keep'] else 'will break'})"
         )
         if s.data["keep"]:
-            state.payments.append(Payment(s.data["on"] - timedelta(days=1), s.client_id, s.data["currency"],
+            state.payments.append(Payment(on - timedelta(days=1), s.client_id, s.data["currency"],
                                           s.data["amount"], (), "promise kept"))  # fmt: skip
             state.payments.sort(key=lambda p: p.on)
     elif s.what == "plan":
-        await api.agree_plan(s.client_id, s.data["installments"], s.data["currency"])
-        state.log.append(f"{s.on}: payment plan agreed ({len(s.data['installments'])} installments)")
-        for on, amount in s.data["installments"]:
+        today = state.sim_today
+        installments = [
+            (today + timedelta(days=d), part)
+            for d, part in zip(s.data["in_days"], s.data["parts"], strict=True)
+        ]
+        await api.agree_plan(s.client_id, installments, s.data["currency"])
+        state.log.append(f"{today}: payment plan agreed ({len(installments)} installments)")
+        for on, amount in installments:
             state.payments.append(Payment(on, s.client_id, s.data["currency"], amount, (), "installment"))
         state.payments.sort(key=lambda p: p.on)
+
+
+async def _pay(api: DemoApi, state: DemoState, p: Payment) -> None:
+    """Send one payment; on failure it goes back in the queue for the next tick."""
+    try:
+        await api.pay(p)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        state.errors += 1
+        state.log.append(f"payment retried later: {exc}")
+        state.payments.append(p)
+        return
+    state.collected[p.currency] += p.amount_minor
 
 
 async def drive(api: DemoApi, state: DemoState, stop: asyncio.Event) -> None:
@@ -360,9 +380,8 @@ async def drive(api: DemoApi, state: DemoState, stop: asyncio.Event) -> None:
             state.sim_today = (await api.sim_now()).date()
             due = [p for p in state.payments if p.on <= state.sim_today]
             state.payments = [p for p in state.payments if p.on > state.sim_today]
-            for p in due:
-                await api.pay(p)
-                state.collected[p.currency] += p.amount_minor
+            await _bounded(8, [_pay(api, state, p) for p in due])
+            state.payments.sort(key=lambda p: p.on)
             while state.scenarios and state.scenarios[0].on <= state.sim_today:
                 await run_scenario(api, state, state.scenarios.pop(0))
         except (httpx.HTTPError, RuntimeError) as exc:
@@ -370,6 +389,35 @@ async def drive(api: DemoApi, state: DemoState, stop: asyncio.Event) -> None:
             state.log.append(f"error: {exc}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.25)
+
+
+_SHOWN_EVENTS = (
+    ("ar.dunning.case_opened.v1", "cases opened"),
+    ("ar.dunning.reminder_requested.v1", "reminders requested"),
+    ("ar.notify.sent.v1", "messages sent"),
+    ("ar.dunning.manual_task_created.v1", "manual tasks created"),
+    ("ar.dunning.promise_to_pay_broken.v1", "promises broken"),
+    ("ar.dunning.agency_warning_issued.v1", "agency warnings"),
+    ("ar.dunning.agency_handoff_requested.v1", "handed to the agency"),
+    ("ar.dunning.resolved.v1", "cases resolved"),
+)
+
+
+async def count_events(state: DemoState, stop: asyncio.Event) -> None:
+    """Count dunning and notify events as they happen, straight from the topics."""
+    kafka = KafkaSettings(bootstrap_servers=state.stack.config.bootstrap_servers, client_id="ar-demo")
+    consumer = make_consumer(kafka, None, auto_offset_reset="earliest")
+    consumer.subscribe([kafka.topic(Topic.DUNNING_EVENTS), kafka.topic(Topic.NOTIFY_EVENTS)])
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    with contextlib.suppress(ValueError, TypeError):
+                        state.events[json.loads(record.value)["type"]] += 1
+    finally:
+        await consumer.stop()
 
 
 async def status_view(api: DemoApi, state: DemoState) -> Group:
@@ -387,7 +435,9 @@ async def status_view(api: DemoApi, state: DemoState) -> Group:
         table.add_row(name, str(n))
     money = ", ".join(f"{c} {v / 100:,.2f}" for c, v in sorted(state.collected.items())) or "-"
     facts = Table.grid(padding=(0, 2))
-    facts.add_row("messages sent (var/mail)", str(mails))
+    for event_type, label in _SHOWN_EVENTS:
+        facts.add_row(label, str(state.events[event_type]))
+    facts.add_row("emails in var/mail", str(mails))
     facts.add_row("manual tasks open", str(tasks) if tasks >= 0 else "?")
     facts.add_row("money collected", money)
     facts.add_row("payments still to come", str(len(state.payments)))
@@ -453,6 +503,7 @@ async def run_demo(
             clock.set_speed(days_per_second * 86_400)
             console.print(f"loaded; the clock runs at {days_per_second:g} simulated day(s) per second.")
             driver = asyncio.create_task(drive(api, state, stop))
+            counter = asyncio.create_task(count_events(state, stop))
             try:
                 with Live(await status_view(api, state), console=console, refresh_per_second=2) as live:
                     while not stop.is_set():
@@ -462,6 +513,7 @@ async def run_demo(
             finally:
                 stop.set()
                 await driver
+                await counter
     finally:
         console.print("stopping the stack ...")
         await asyncio.to_thread(stack.stop)
