@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from ar_events.context import current_correlation_id
 from ar_events.events import Payload, payload_class
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -70,11 +71,11 @@ def new_event(
     correlation_id: str | None = None,
     event_id: str | None = None,
 ) -> Envelope[P]:
-    """Wrap a payload; the correlation id follows its cause so one payment can be traced across services."""
+    """Wrap a payload; the correlation id follows its cause, else the request or message being handled."""
     if time.tzinfo is None:
         raise ValueError("event time must be timezone-aware")
     eid = event_id or str(uuid.uuid4())
-    corr = correlation_id or (caused_by.correlationid if caused_by else eid)
+    corr = correlation_id or (caused_by.correlationid if caused_by else current_correlation_id() or eid)
     return Envelope[P](
         id=eid,
         source=source,

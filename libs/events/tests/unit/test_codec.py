@@ -159,3 +159,15 @@ def test_a_nested_type_key_cannot_pick_the_wrong_model() -> None:
 def test_pretty_printed_records_from_other_tools_decode_too() -> None:
     env = new_event(_payment(), source="payment-svc", time=NOW)
     assert decode(json.dumps(json.loads(encode(env)), indent=2)) == env
+
+
+def test_an_event_without_a_cause_takes_the_current_request_correlation_id() -> None:
+    from ar_events.context import correlation_scope
+
+    with correlation_scope("req-42"):
+        inside = new_event(_payment(), source="payment-svc", time=NOW)
+        caused = new_event(_payment(), source="invoice-svc", time=NOW, caused_by=inside)
+    outside = new_event(_payment(), source="payment-svc", time=NOW)
+    assert inside.correlationid == "req-42"
+    assert caused.correlationid == "req-42"
+    assert outside.correlationid == outside.id

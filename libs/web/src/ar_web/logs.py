@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-import uuid
-from collections.abc import Iterator
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-correlation_id_var: ContextVar[str | None] = ContextVar("ar_correlation_id", default=None)
+from ar_events.context import (  # re-exported: the HTTP edge and consumers share one correlation id
+    correlation_id_var,
+    correlation_scope,
+    current_correlation_id,
+    new_correlation_id,
+)
+
+__all__ = [
+    "JsonFormatter",
+    "configure_logging",
+    "correlation_id_var",
+    "correlation_scope",
+    "current_correlation_id",
+    "new_correlation_id",
+]
 
 # Attributes every LogRecord has; anything else passed via ``extra=`` is emitted as a field.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "taskName", "color_message"}  # uvicorn adds color_message (ANSI) to its records
 )
-
-
-def current_correlation_id() -> str | None:
-    """The correlation id of the request (or message) being handled, if any."""
-    return correlation_id_var.get()
-
-
-@contextlib.contextmanager
-def correlation_scope(correlation_id: str | None) -> Iterator[str]:
-    """Log lines inside carry ``correlation_id`` (a new one when None): wrap a consumer's handling of an event."""
-    cid = correlation_id or new_correlation_id()
-    token = correlation_id_var.set(cid)
-    try:
-        yield cid
-    finally:
-        correlation_id_var.reset(token)
-
-
-def new_correlation_id() -> str:
-    """A fresh correlation id (UUID4 hex with dashes)."""
-    return str(uuid.uuid4())
 
 
 class JsonFormatter(logging.Formatter):
