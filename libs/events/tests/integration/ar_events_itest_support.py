@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase
 
 from ar_events.consumer import Handler
 from ar_events.db import make_engine, make_sessionmaker
@@ -31,6 +32,16 @@ APPLIED = Table(
     Column("key", String(128), nullable=False),
     Column("consumer", String(100), nullable=False),
 )
+
+
+class _Base(DeclarativeBase):
+    metadata = META
+
+
+class Applied(_Base):
+    __table__ = APPLIED
+
+
 TYPE = PaymentReceived.TYPE
 TOPIC = str(PaymentReceived.TOPIC)
 
@@ -68,9 +79,8 @@ def recorder(consumer: str) -> Handler:
     """A handler whose effect is one row in ``applied`` per application."""
 
     async def on_event(session: AsyncSession, envelope: Envelope[Any]) -> None:
-        await session.execute(
-            APPLIED.insert().values(event_id=envelope.id, key=envelope.subject, consumer=consumer)
-        )
+        # Unit of work: the row is flushed with the others of the batch when the runner commits.
+        session.add(Applied(event_id=envelope.id, key=envelope.subject, consumer=consumer))
 
     return on_event
 
