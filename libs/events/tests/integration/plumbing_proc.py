@@ -25,7 +25,7 @@ async def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--group", default="crash")
-    parser.add_argument("--lease-ttl", type=float, default=2.0)
+    parser.add_argument("--lease-ttl", type=float, default=1.0)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
