@@ -62,7 +62,7 @@ async def api(stack: E2EStack) -> AsyncIterator[Api]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The chaos test kills and restarts the shared stack's services: run it after the others."""
-    items.sort(key=lambda item: item.path.name == "test_chaos.py")
+    items.sort(key=lambda item: item.path.name == "test_chaos.py" and "e2e" in item.path.parts)
 
 
 @pytest.hookimpl(wrapper=True)
