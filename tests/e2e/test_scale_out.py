@@ -4,13 +4,14 @@ never send a reminder twice."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 from datetime import timedelta
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from ar_events.topics import Topic
 from ar_ops.stack import terminate
@@ -64,11 +65,22 @@ async def test_two_dunning_processes_share_the_work_without_double_sends(stack: 
             await eventually(ready, timeout=90, what="the second dunning-svc to answer /readyz")
             print(f"second dunning-svc ready in {time.monotonic() - t0:.1f}s")
 
-            # both processes are in the consumer group before the clients arrive
-            async def assigned() -> bool:
-                return bool(re.search(r"partitions assigned \[[^\]]", log.read_text(errors="replace")))
+            # both processes are in the consumer group (rebalanced, stable) before the clients arrive
+            admin = AIOKafkaAdminClient(bootstrap_servers=stack.config.bootstrap_servers)
+            await admin.start()
+            try:
 
-            await eventually(assigned, timeout=60, what="partitions for the second dunning-svc")
+                async def both_members() -> bool:
+                    try:
+                        [described] = await admin.describe_consumer_groups(["dunning-svc"])
+                    except KafkaError:
+                        return False
+                    _, _, state, _, _, members = described.groups[0]
+                    return bool(state == "Stable" and len(members) == 2)
+
+                await eventually(both_members, timeout=60, what="two stable members in group dunning-svc")
+            finally:
+                await admin.close()
 
             due = quiet_due_date((await api.sim_now()).date() + timedelta(days=1))
             parties = await onboard(
