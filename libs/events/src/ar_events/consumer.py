@@ -170,7 +170,12 @@ class ConsumerRunner:
         producer = self._producer or make_producer(self.kafka)
         self._consumer, self._producer = consumer, producer
         try:
-            await self._start(consumer, producer, stop)
+            try:
+                await self._start(consumer, producer, stop)
+            except Exception:
+                if stop.is_set():  # asked to stop while the broker was unreachable: nothing to finish
+                    return
+                raise
             while not stop.is_set():
                 try:
                     batch = await consumer.getmany(
