@@ -19,6 +19,7 @@ from ar_events.money import Money
 from ar_events.tables import UtcDateTime, add_plumbing_tables
 from ar_web import add_web_tables
 from dunning_svc.domain import DunningCase
+from dunning_svc.domain.trusted import build
 from dunning_svc.projection import ClientRecord, InvoiceRecord
 
 metadata = sa.MetaData()
@@ -278,19 +279,21 @@ def load_profile(text: str) -> ClientProfile:
     am = d.get("account_manager")
     prefs = d.get("preferences") or {}
     credit = d.get("credit_limit")
-    return ClientProfile.model_construct(
+    return build(
+        ClientProfile,
         client_id=d["client_id"],
         external_id=d["external_id"],
         name=d["name"],
         segment=d["segment"],
         tags=tuple(d.get("tags") or ()),
-        account_manager=Person.model_construct(name=am["name"], email=am["email"]) if am else None,
+        account_manager=build(Person, name=am["name"], email=am["email"]) if am else None,
         contacts=tuple(
-            Contact.model_construct(
+            build(
+                Contact,
                 name=c["name"],
                 email=c["email"],
                 phone=c.get("phone"),
-                role=ContactRole(c.get("role") or "billing"),
+                role=_ROLES[c.get("role") or "billing"],
             )
             for c in d["contacts"]
         ),
@@ -298,13 +301,18 @@ def load_profile(text: str) -> ClientProfile:
         time_zone=d.get("time_zone", "UTC"),
         country=d.get("country", "US"),
         payment_terms_days=d.get("payment_terms_days", 30),
-        credit_limit=Money.model_construct(**credit) if credit else None,
-        preferences=NotificationPreferences.model_construct(
-            channels=tuple(Channel(x) for x in prefs.get("channels", ["email"])),
+        credit_limit=build(Money, **credit) if credit else None,
+        preferences=build(
+            NotificationPreferences,
+            channels=tuple(_CHANNELS[x] for x in prefs.get("channels", ["email"])),
             webhook_url=prefs.get("webhook_url"),
             payment_receipts=prefs.get("payment_receipts", False),
         ),
     )
+
+
+_ROLES: dict[str, ContactRole] = {r.value: r for r in ContactRole}
+_CHANNELS: dict[str, Channel] = {c.value: c for c in Channel}
 
 
 def client_row(rec: ClientRecord, now: datetime) -> dict[str, Any]:

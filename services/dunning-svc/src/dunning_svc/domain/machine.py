@@ -56,6 +56,7 @@ from dunning_svc.domain.model import (
 )
 from dunning_svc.domain.policy import MESSAGE_ACTIONS, Policy, Step, StepAction
 from dunning_svc.domain.priority import client_risk, task_priority
+from dunning_svc.domain.trusted import build
 
 _RANK = {
     DunningState.CURRENT: 0,
@@ -514,7 +515,8 @@ def _candidate(case: DunningCase, policy: Policy, anchor_age: int) -> int | None
     steps = policy.steps
     if start >= len(steps):
         return None
-    if case.escalate_pending:
+    if case.escalate_pending and (steps[start].at_days < 0 or anchor_age >= 1):
+        # escalation fires the next step now, but never an overdue step while nothing is overdue yet
         return start
     due = [k for k in range(start, len(steps)) if steps[k].at_days <= anchor_age]
     if not due:
@@ -916,7 +918,7 @@ def _sender(case: DunningCase, step: Step, ctx: Context) -> Sender:
 
 def _money(amount: int, currency: str) -> Money:
     # amounts and currencies here come from validated events: build the values without validating again
-    return Money.model_construct(amount_minor=amount, currency=currency)
+    return build(Money, amount_minor=amount, currency=currency)
 
 
 def _money_list(amounts: dict[str, int]) -> tuple[Money, ...]:
@@ -933,10 +935,12 @@ def statement(
     for inv in live:
         totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
     anchor = carrying_invoice(exp)
-    return StatementSnapshot.model_construct(
+    return build(
+        StatementSnapshot,
         as_of=today,
         invoices=tuple(
-            StatementLine.model_construct(
+            build(
+                StatementLine,
                 invoice_id=i.invoice_id,
                 number=i.number,
                 issue_date=i.issue_date,

@@ -1,0 +1,42 @@
+"""Build pydantic models from values that are already valid, as fast as the interpreter allows.
+
+``model_construct`` walks every field's aliases and defaults on each call; on the scheduler's hot path (a
+statement of N lines is ~4N+3 models per reminder) that walk dominated the step. ``build`` sets the instance
+dict directly when *every* field is given (the same end state as ``model_construct``) and falls back to
+``model_construct`` otherwise, so a missing field still gets its default.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+_setattr = object.__setattr__
+
+
+@cache
+def _plain_fields(cls: type[BaseModel]) -> frozenset[str] | None:
+    """The field names of ``cls`` when a direct build is equivalent to ``model_construct``, else None."""
+    if cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.model_config.get("extra") == "allow":
+        return None
+    fields = cls.__pydantic_fields__
+    if any(f.alias is not None or f.validation_alias is not None for f in fields.values()):
+        return None
+    return frozenset(fields)
+
+
+def build(cls: type[M], **values: Any) -> M:
+    """``cls.model_construct(**values)`` for trusted values; a direct build when every field is given."""
+    names = _plain_fields(cls)
+    if names is None or len(values) != len(names) or not names.issuperset(values):
+        return cls.model_construct(**values)
+    m = cls.__new__(cls)
+    _setattr(m, "__dict__", values)
+    _setattr(m, "__pydantic_fields_set__", set(values))
+    _setattr(m, "__pydantic_extra__", None)
+    _setattr(m, "__pydantic_private__", None)
+    return m
