@@ -410,16 +410,24 @@ def _counter(channel: str, outcome: str) -> Any:
 
 
 class _Recorder:
-    """Collects outcomes and records them every ``every`` results, one transaction in flight at a time."""
+    """Collects outcomes and records them every ``every`` results, up to ``parallel`` transactions at a time.
+
+    Chunks hold disjoint rows, so their transactions do not conflict; overlapping them keeps a slow database
+    round trip from stalling the sends.
+    """
 
     def __init__(
-        self, record: Callable[[Sequence[tuple[Row[Any], Result]]], Coroutine[Any, Any, None]], every: int
+        self,
+        record: Callable[[Sequence[tuple[Row[Any], Result]]], Coroutine[Any, Any, None]],
+        every: int,
+        parallel: int = 2,
     ) -> None:
         self.record = record
         self.every = every
         self.pending: list[tuple[Row[Any], Result]] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(parallel)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors: list[BaseException] = []
 
     async def add(self, row: Row[Any], result: Result) -> None:
         self.pending.append((row, result))
@@ -427,20 +435,28 @@ class _Recorder:
             await self._flush()
 
     async def _flush(self) -> None:
-        async with self._lock:
-            if self._flushing is not None:
-                await self._flushing
-                self._flushing = None
-            if self.pending:
-                batch, self.pending = self.pending, []
-                self._flushing = asyncio.create_task(self.record(batch))
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        await self._slots.acquire()
+        task = asyncio.create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: Sequence[tuple[Row[Any], Result]]) -> None:
+        try:
+            await self.record(batch)
+        except Exception as exc:  # reported by close(); the rows stay 'sending' and are recovered
+            self._errors.append(exc)
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         await self._flush()
-        async with self._lock:
-            if self._flushing is not None:
-                await self._flushing
-                self._flushing = None
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+        if self._errors:
+            raise self._errors[0]
 
 
 async def _discard(results: Sequence[tuple[Row[Any], Result]]) -> None:
