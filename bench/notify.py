@@ -122,14 +122,18 @@ async def _ours(database_url: str, port: int, n: int) -> dict[str, Any]:
     from notify_svc.dispatcher import Dispatcher
     from notify_svc.handlers import on_message_request
     from notify_svc.repository import delivery_attempt, notification
-    from notify_svc.settings import Settings, SmtpSettings
+    from notify_svc.settings import DeliverySettings, Settings, SmtpSettings
 
+    delivery = DeliverySettings()
+    if os.environ.get("BENCH_NOTIFY_BATCH"):
+        delivery = DeliverySettings(batch_size=int(os.environ["BENCH_NOTIFY_BATCH"]))
     settings = Settings(
+        delivery=delivery,
         database=DatabaseSettings(url=database_url),
         smtp=SmtpSettings(
             port=port,
             from_address="ar@seller.example",
-            pool_size=int(os.environ.get("BENCH_NOTIFY_POOL", SmtpSettings().pool_size)),
+            pool_size=int(os.environ.get("BENCH_NOTIFY_POOL", "2")),  # NOTIFY_SMTP__POOL_SIZE=2
         ),
     )
     await asyncio.to_thread(migrate, settings)
