@@ -238,6 +238,51 @@ async def _latency(kafka: KafkaSettings, sessions: Any, samples: int = 40) -> li
     return sorted(out)
 
 
+async def _stages(kafka: KafkaSettings, db_url: str, events: list[Envelope[Any]]) -> dict[str, float]:
+    """Each stage alone, in this process: the relay drains a full outbox, then the consumer a full topic."""
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: create_plumbing_tables(_op(c)))
+        for i in range(0, len(events), 500):
+            async with sessions() as session, session.begin():
+                await enqueue(session, *events[i : i + 500])
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            relay = OutboxRelay(sessions, kafka, OutboxSettings(batch_size=RELAY_BATCH), producer=producer)
+            started = time.perf_counter()
+            await relay.publish_pending()
+            relay_s = time.perf_counter() - started
+        finally:
+            await producer.stop()
+
+        async def nothing(session: Any, envelope: Any) -> None:
+            """The inbox row is the effect measured."""
+
+        stop = asyncio.Event()
+        runner = ConsumerRunner(
+            "bench-stage",
+            [TOPIC],
+            sessions,
+            {PaymentReceived.TYPE: nothing},
+            kafka,
+            ConsumerSettings(batch_max_records=CONSUMER_BATCH),
+        )
+        task = asyncio.create_task(runner.run(stop))
+        await runner.ready.wait()
+        started = time.perf_counter()
+        while runner.stats.processed < len(events):  # noqa: ASYNC110 - polling the counter is the measurement
+            await asyncio.sleep(0.01)
+        consumer_s = time.perf_counter() - started
+        stop.set()
+        await task
+    finally:
+        await engine.dispose()
+    return {"relay_alone_s": relay_s, "consumer_alone_s": consumer_s}
+
+
 def _op(conn: Any) -> Any:
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
@@ -259,6 +304,7 @@ async def main() -> dict[str, Any]:
         bootstrap = broker.bootstrap_servers
     db_raw = await create_database(server, prefix="bench_raw")
     db_plumbing = await create_database(server, prefix="bench_plumbing")
+    db_stages = await create_database(server, prefix="bench_stages")
     try:
         events = _events(N)
         records = [(e.key, encode(e)) for e in events]
@@ -270,9 +316,13 @@ async def main() -> dict[str, Any]:
         produce_s = await _raw_produce(raw, topic, records)
         consume_s = await _raw_consume_insert(raw, topic, db_raw, N)
         result = await _plumbing(plumbing, db_plumbing, events)
+        staged = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+        await ensure_topics(staged)
+        stages = await _stages(staged, db_stages, events)
     finally:
         await drop_database(db_raw)
         await drop_database(db_plumbing)
+        await drop_database(db_stages)
         if broker is not None:
             await asyncio.to_thread(broker.stop)
     produce = N / produce_s
@@ -291,6 +341,14 @@ async def main() -> dict[str, Any]:
         f"   the relay had published everything after {result['relay_s']:.1f} s of {result['pipeline_s']:.1f} s;"
     )
     print(f"   load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    relay_alone, consumer_alone = N / stages["relay_alone_s"], N / stages["consumer_alone_s"]
+    print(
+        f"  each stage alone: relay (outbox -> broker) {relay_alone:,.0f} events/s = {relay_alone / produce:.0%}"
+    )
+    print(
+        f"  of the produce baseline; consumer (broker -> inbox) {consumer_alone:,.0f} events/s ="
+        f" {consumer_alone / consume:.0%} of the consume + insert baseline"
+    )
     lat = result["latency_ms"]
     print(
         f"  relay latency commit -> acked publish, no wake() (NOTIFY + 50 ms polling): p50 {lat[len(lat) // 2]:.0f} ms,"
@@ -312,6 +370,8 @@ async def main() -> dict[str, Any]:
         "baselines": {"aiokafka_produce": round(produce), "aiokafka_consume_asyncpg_insert": round(consume)},
         "enqueue_events_per_s": round(N / result["enqueue_s"]),
         "relay_events_per_s": round(N / result["relay_s"]),
+        "relay_alone_events_per_s": round(relay_alone),
+        "consumer_alone_events_per_s": round(consumer_alone),
         "load_average": round(os.getloadavg()[0], 1),
         "relay_latency_ms": {
             "p50": round(result["latency_ms"][len(result["latency_ms"]) // 2], 1),
