@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Runtime:
         self.scheduler = Scheduler(
             self.sessionmaker, self.work, self.clock, self.settings.scheduler, on_commit=self.relay.wake
         )
+        tune_gc()
         return book
 
     def committed(self, outcome: Outcome) -> None:
@@ -111,6 +113,25 @@ class Runtime:
             yield self
         finally:
             await self.close()
+
+
+#: generation-0 threshold of the cyclic garbage collector once the service has started (CPython default: 700)
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Start-up, once the modules, schemas, policies and holiday tables are loaded: take everything alive
+    now out of the cyclic collector's sight (``gc.freeze``) and run its young collections less often.
+
+    A scheduler batch or a consumer poll allocates tens of thousands of short-lived, acyclic objects (rows,
+    models, JSON), freed by reference counting; with CPython's defaults the collector still walked the
+    whole heap over and over and took about 35% of the scheduler's CPU in bench/dunning.py. Cycles are still
+    collected, only in larger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Runtime:

@@ -8,7 +8,6 @@ dict directly when *every* field is given (the same end state as ``model_constru
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -18,7 +17,6 @@ M = TypeVar("M", bound=BaseModel)
 _setattr = object.__setattr__
 
 
-@cache
 def _plain_fields(cls: type[BaseModel]) -> frozenset[str] | None:
     """The field names of ``cls`` when a direct build is equivalent to ``model_construct``, else None."""
     if cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.model_config.get("extra") == "allow":
@@ -29,10 +27,16 @@ def _plain_fields(cls: type[BaseModel]) -> frozenset[str] | None:
     return frozenset(fields)
 
 
+_FIELDS: dict[type[BaseModel], frozenset[str] | None] = {}
+
+
 def build(cls: type[M], **values: Any) -> M:
     """``cls.model_construct(**values)`` for trusted values; a direct build when every field is given."""
-    names = _plain_fields(cls)
-    if names is None or len(values) != len(names) or not names.issuperset(values):
+    try:
+        names = _FIELDS[cls]
+    except KeyError:
+        names = _FIELDS[cls] = _plain_fields(cls)
+    if names is None or values.keys() != names:
         return cls.model_construct(**values)
     m = cls.__new__(cls)
     _setattr(m, "__dict__", values)
