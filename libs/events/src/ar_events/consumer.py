@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,10 +34,19 @@ from tenacity import (
     wait_exponential,
 )
 
+from ar_events.context import correlation_scope
 from ar_events.db import is_transient
 from ar_events.envelope import DecodeError, Envelope, UnknownEventType, decode
 from ar_events.kafka import make_consumer, make_producer
-from ar_events.metrics import CONSUMER_BATCHES, CONSUMER_RECORDS, CONSUMER_RETRIES
+from ar_events.metrics import (
+    BATCH_LATENCY,
+    CONSUMER_BATCHES,
+    CONSUMER_RECORDS,
+    CONSUMER_RETRIES,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    HANDLER_LATENCY,
+)
 from ar_events.settings import ConsumerSettings, KafkaSettings
 from ar_events.tables import TABLES, UtcDateTime
 from ar_events.topics import dlq_of
@@ -321,6 +332,7 @@ class ConsumerRunner:
     async def _transaction(self, items: list[_Item]) -> tuple[int, int]:
         """Inbox rows and handler effects of ``items`` in one transaction; returns (processed, duplicates)."""
         now = datetime.now(UTC)
+        batch_started = time.perf_counter()
         ids = list(dict.fromkeys(item.envelope.id for item in items))
         async with self.sessionmaker() as session, session.begin():
             dialect = session.get_bind().dialect.name
@@ -333,13 +345,21 @@ class ConsumerRunner:
                 rows = [{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids]
                 fresh = set((await session.execute(_INBOX_INSERT_SQLITE, rows)).scalars())
             processed = duplicates = 0
+            applied: list[str] = []
             for item in items:
                 if item.envelope.id not in fresh:
                     duplicates += 1
                     continue
                 fresh.discard(item.envelope.id)  # a second copy in the same batch is a duplicate
-                await item.handler(session, item.envelope)
+                started = time.perf_counter()
+                with correlation_scope(item.envelope.correlationid):  # logs and caused events carry it
+                    await item.handler(session, item.envelope)
+                HANDLER_LATENCY.labels(self.name, item.envelope.type).observe(time.perf_counter() - started)
+                applied.append(item.envelope.type)
                 processed += 1
+        BATCH_LATENCY.labels(self.name).observe(time.perf_counter() - batch_started)
+        for event_type, n in Counter(applied).items():  # counted once committed
+            EVENTS_CONSUMED.labels(self.name, event_type).inc(n)
         return processed, duplicates
 
     # ---------------------------------------------------------------- retries
@@ -401,6 +421,7 @@ class ConsumerRunner:
             )
 
         await self._retry_transient(send)
+        DEAD_LETTERS.labels(self.name, record.topic).inc()
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]

@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import BigInteger, all_, and_, any_, bindparam, delete, or_, select, text, update
+from sqlalchemy import BigInteger, all_, and_, any_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -27,7 +28,15 @@ from ar_events.clock import Clock, SystemClock
 from ar_events.db import asyncpg_dsn
 from ar_events.envelope import CONTENT_TYPE
 from ar_events.kafka import make_producer
-from ar_events.metrics import OUTBOX_PURGED, RELAY_ERRORS, RELAY_LEASE_HELD, RELAY_PUBLISHED
+from ar_events.metrics import (
+    EVENTS_PRODUCED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PURGED,
+    RELAY_ERRORS,
+    RELAY_LEASE_HELD,
+    RELAY_PUBLISHED,
+)
 from ar_events.outbox import NOTIFY_CHANNEL
 from ar_events.settings import KafkaSettings, OutboxSettings
 from ar_events.tables import TABLES
@@ -142,6 +151,7 @@ class OutboxRelay:
         self._marking_ids: list[int] = []
         self._lease_until = 0.0
         self._next_retention = 0.0
+        self._next_backlog = 0.0
 
     def wake(self) -> None:
         """Publish now (call after a local commit that enqueued events)."""
@@ -169,6 +179,9 @@ class OutboxRelay:
                         await self._sleep(stop, min(self.lease_ttl / 3, 2.0))
                         continue
                     await self._ensure_listening(loop.time())
+                    if loop.time() >= self._next_backlog:
+                        await self.measure_backlog()
+                        self._next_backlog = loop.time() + 5.0
                     if loop.time() >= self._next_retention:
                         await self.purge()
                         self._next_retention = loop.time() + self.retention_every
@@ -284,6 +297,9 @@ class OutboxRelay:
             self._mark_task = asyncio.ensure_future(self._mark_sent(ok))
         self.published += len(ok)
         RELAY_PUBLISHED.labels(self.name).inc(len(ok))
+        sent = set(ok)
+        for event_type, n in Counter(row.type for row in inflight[0] if row.id in sent).items():
+            EVENTS_PRODUCED.labels(self.name, event_type).inc(n)
         if error is not None:
             raise error
 
@@ -381,6 +397,22 @@ class OutboxRelay:
         RELAY_LEASE_HELD.labels(self.name).set(0)
 
     # ---------------------------------------------------------------- retention
+
+    async def measure_backlog(self) -> tuple[int, float]:
+        """Set the backlog gauges: unpublished rows and the age of the oldest (the partial index answers)."""
+        async with self.sessionmaker() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(_OUTBOX.c.created_at)).where(
+                        _OUTBOX.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+            await session.rollback()
+        age = max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
+        OUTBOX_BACKLOG.labels(self.name).set(count)
+        OUTBOX_OLDEST_AGE.labels(self.name).set(age)
+        return int(count), age
 
     async def purge(self) -> int:
         """Delete published rows older than ``retention_days``; return how many."""
