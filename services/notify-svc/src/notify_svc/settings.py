@@ -33,7 +33,7 @@ class SmtpSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
-    pool_size: int = Field(default=1, ge=1, le=32, description="Connections kept open per process")
+    pool_size: int = Field(default=2, ge=1, le=32, description="Connections kept open per process")
     message_id_domain: str = Field(
         default="notify.ar.example.com", description="Right-hand side of Message-IDs"
     )
