@@ -258,6 +258,7 @@ async def _payments(
     acked: dict[str, float] = {}
     hook_ms: list[float] = []
     errors: list[str] = []
+    redelivered: list[str] = []
 
     gate = asyncio.Semaphore(PAY_IN_FLIGHT)
 
@@ -268,13 +269,17 @@ async def _payments(
     async def send(client_id: str, invoice_id: str, amount: int) -> None:
         raw, headers = api.stripe_webhook(client_id, invoice_id, amount)
         t0 = time.time()
-        try:
-            response = await api.http.post(
-                api.urls["payment"] + "/v1/webhooks/stripe", content=raw, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-            return
+        for attempt in (1, 2):  # like Stripe, deliver the same event again after a broken connection
+            try:
+                response = await api.http.post(
+                    api.urls["payment"] + "/v1/webhooks/stripe", content=raw, headers=headers
+                )
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    errors.append(f"{type(exc).__name__}: {exc!r}")
+                    return
+                redelivered.append(f"{type(exc).__name__}: {exc!r}")
         t1 = time.time()
         if response.status_code >= 300:
             errors.append(f"{response.status_code}: {response.text[:200]}")
@@ -322,6 +327,8 @@ async def _payments(
         "acked": len(acked),
         "errors": len(errors),
         "first_errors": errors[:3],
+        "redelivered": len(redelivered),
+        "first_redelivery_causes": redelivered[:3],
         "webhook_ms": {"p50": round(_pct(hook_ms, 50), 1), "p99": round(_pct(hook_ms, 99), 1)},
         "resolution_ms": {
             "p50": round(_pct(latencies, 50), 1),
@@ -340,7 +347,7 @@ def _print_payments(r: dict[str, Any]) -> None:
     res, hook = r["resolution_ms"], r["webhook_ms"]
     print(f"payment   {r['payments']:,} webhooks offered at {r['rate_offered']:.0f}/s: {r['send_s']:.1f} s "
           f"({r['rate_achieved']:,.0f}/s achieved; webhook p50 {hook['p50']:,.0f} ms, p99 {hook['p99']:,.0f} ms; "
-          f"{r['errors']} errors)")  # fmt: skip
+          f"{r['errors']} errors, {r['redelivered']} sent again after a broken connection)")  # fmt: skip
     print(f"payment   2xx -> DunningResolved received: p50 {res['p50']:,.0f} ms, p99 {res['p99']:,.0f} ms, "
           f"max {res['max']:,.0f} ms ({r['resolved']:,} resolved, {r['unresolved']:,} not resolved)")  # fmt: skip
     print("          hops (p50/p99 ms): " + "; ".join(
