@@ -116,7 +116,7 @@ class Runtime:
 
 
 #: generation-0 threshold of the cyclic garbage collector once the service has started (CPython default: 700)
-GC_GEN0_THRESHOLD = 50_000
+GC_GEN0_THRESHOLD = 200_000
 
 
 def tune_gc() -> None:
