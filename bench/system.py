@@ -53,8 +53,9 @@ from ar_events.testing import create_database, drop_database, local_postgres_url
 from ar_events.topics import Topic
 from ar_ops.stack import SERVICES, RunningStack, StackConfig, start_stack
 
-# 10,000 clients take well over 10 minutes on the 2-core dev machine (about 20 REST writes/s and 16 payments/s
-# there while other work runs): the default is 1,000; BENCH_SYSTEM_CLIENTS=10000 gives the full-size run.
+# 10,000 clients took 12 minutes on the 2-core dev machine when it was nearly idle (65 REST writes/s, 47 payments/s
+# accepted) and would take close to an hour while other work runs on it (20 REST writes/s, 14 payments/s): the
+# default is 1,000 (2 to 7 minutes); BENCH_SYSTEM_CLIENTS=10000 gives the full-size run.
 N = int(os.environ.get("BENCH_SYSTEM_CLIENTS", "1000"))
 RATE = float(os.environ.get("BENCH_SYSTEM_RATE", "200"))
 IN_FLIGHT = 16  # concurrent REST calls while loading
