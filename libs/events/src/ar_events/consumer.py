@@ -177,7 +177,8 @@ class ConsumerRunner:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, leave the group, close."""
         self._stop = stop
         # The topic prefix isolates tests and tenants; it isolates their consumer groups too.
-        consumer = make_consumer(self.kafka, self.kafka.topic(self.group_id), **self._consumer_options)
+        options = {"fetch_max_wait_ms": self.settings.fetch_max_wait_ms, **self._consumer_options}
+        consumer = make_consumer(self.kafka, self.kafka.topic(self.group_id), **options)
         producer = self._producer or make_producer(self.kafka)
         self._consumer, self._producer = consumer, producer
         try:

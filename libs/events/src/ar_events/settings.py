@@ -50,3 +50,10 @@ class ConsumerSettings(BaseModel):
     )
     retry_initial_ms: int = Field(default=100, description="First retry delay of a failing handler")
     retry_max_ms: int = Field(default=5_000, description="Largest retry delay of a failing handler")
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        le=5_000,
+        description="Longest a fetch waits for records; the embedded broker answers only when it runs out, "
+        "so this bounds each hop's latency there (a real Kafka answers as soon as a record arrives)",
+    )

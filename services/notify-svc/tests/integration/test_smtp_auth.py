@@ -60,6 +60,7 @@ async def test_authenticated_submission(
     sink, auth = auth_sink
     settings = make_settings(database_url, smtp_port=sink.port)
     settings.smtp.username, settings.smtp.password = "ar", SecretStr("s3cret")
+    settings.smtp.pool_size = 1
     async with dispatching(settings) as services:
         await ingest(
             services,
@@ -67,7 +68,7 @@ async def test_authenticated_submission(
             sample_event(ReminderRequested, notification_key="case_7f3a:1:3", template="overdue-1"),
         )
         await eventually(lambda: len(sink.messages) == 2)
-    assert len(auth.logins) == 1  # one login: the connection is reused
+    assert len(auth.logins) == 1  # one pooled connection, one login: the connection is reused
 
 
 async def test_wrong_password_is_not_delivered_and_retried(
