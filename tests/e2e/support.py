@@ -488,7 +488,7 @@ class Api:
 
     async def pay_stripe(
         self, client_id: str, amount_minor: int, currency: str, invoice_ids: Iterable[str] = (),
-        event_id: str | None = None,
+        event_id: str | None = None, correlation_id: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """A Stripe ``payment_intent.succeeded`` webhook, signed with the stack's ``stripe`` secret."""
         event = {
@@ -516,7 +516,11 @@ class Api:
                 response = await self.http.post(
                     self.urls["payment"] + "/v1/webhooks/stripe",
                     content=raw,
-                    headers={"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"},
+                    headers={
+                        "Stripe-Signature": f"t={ts},v1={sig}",
+                        "Content-Type": "application/json",
+                        **({"X-Correlation-Id": correlation_id} if correlation_id else {}),
+                    },
                 )
             except httpx.TransportError:
                 response = None

@@ -355,6 +355,14 @@ class ConsumerRunner:
                 started = time.perf_counter()
                 with correlation_scope(item.envelope.correlationid):  # logs and caused events carry it
                     await item.handler(session, item.envelope)
+                    if self.settings.log_events:
+                        log.info(
+                            "%s handled %s",
+                            self.name,
+                            item.envelope.type,
+                            extra={"event_id": item.envelope.id, "event_type": item.envelope.type,
+                                   "subject": item.envelope.subject},
+                        )  # fmt: skip
                 HANDLER_LATENCY.labels(self.name, item.envelope.type).observe(time.perf_counter() - started)
                 applied.append(item.envelope.type)
                 processed += 1

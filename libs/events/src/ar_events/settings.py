@@ -50,6 +50,10 @@ class ConsumerSettings(BaseModel):
     )
     retry_initial_ms: int = Field(default=100, description="First retry delay of a failing handler")
     retry_max_ms: int = Field(default=5_000, description="Largest retry delay of a failing handler")
+    log_events: bool = Field(
+        default=True,
+        description="One JSON log line per handled event, with its correlation id (follow a payment with one grep)",
+    )
     fetch_max_wait_ms: int = Field(
         default=50,
         ge=0,

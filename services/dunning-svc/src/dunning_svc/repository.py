@@ -382,6 +382,13 @@ async def claim_due_cases(session: AsyncSession, now: datetime, limit: int) -> l
     return [CaseRow(load_case(r.body), r.next_action_at) for r in rows]
 
 
+async def count_due_cases(session: AsyncSession, now: datetime) -> int:
+    """How many case timers have come due (a range scan of the next_action_at index)."""
+    t = case_table
+    stmt = sa.select(sa.func.count()).where(t.c.next_action_at.is_not(None), t.c.next_action_at <= now)
+    return int((await session.execute(stmt)).scalar_one())
+
+
 async def postpone_case(session: AsyncSession, case_id: str, when: datetime) -> None:
     t = case_table
     await session.execute(sa.update(t).where(t.c.case_id == case_id).values(next_action_at=when))

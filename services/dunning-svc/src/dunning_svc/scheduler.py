@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
@@ -21,6 +23,17 @@ from dunning_svc.casework import CaseWork
 from dunning_svc.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
+
+TIMERS_DUE = Gauge("dunning_timers_due", "Case timers that have come due and wait for the scheduler")
+STEPS_FIRED = Counter("dunning_scheduler_steps", "Policy steps the scheduler fired")
+CASES_HANDLED = Counter("dunning_scheduler_cases", "Due cases the scheduler claimed and decided")
+BATCH_SECONDS = Histogram(
+    "dunning_scheduler_batch_seconds",
+    "Claim, decide and commit one batch of due cases",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+#: how often an idle scheduler re-counts the due timers for the gauge
+MEASURE_EVERY_S = 5.0
 
 #: a case whose decision raised is looked at again after this long (the error is logged)
 RETRY_LATER = timedelta(hours=1)
@@ -43,6 +56,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self.cases_processed = 0
         self.steps_fired = 0
+        self._next_measure = 0.0
 
     def wake(self) -> None:
         """Look at the timers now (the clock moved, or a commit set a timer)."""
@@ -51,6 +65,7 @@ class Scheduler:
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch of due cases and apply their decisions; returns how many cases it handled."""
         now = self.clock.now()
+        started = time.perf_counter()
         try:
             async with self.sessionmaker() as session, session.begin():
                 rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
@@ -58,6 +73,7 @@ class Scheduler:
                     return 0
                 claimed = {r.case.client_id: r for r in rows}
                 outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
+            BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
             if is_transient(exc) or (limit or self.settings.batch_size) == 1:
                 raise
@@ -69,6 +85,8 @@ class Scheduler:
     def _count(self, cases: int, steps: int, emitted: bool) -> None:
         self.cases_processed += cases
         self.steps_fired += steps
+        CASES_HANDLED.inc(cases)
+        STEPS_FIRED.inc(steps)
         if emitted:
             self.on_commit()
 
@@ -117,7 +135,18 @@ class Scheduler:
                 continue
             if handled >= self.settings.batch_size:
                 continue
+            await self._measure()
             await self._sleep(stop, interval)
+
+    async def _measure(self) -> None:
+        """Refresh the due-timers gauge now and then (only when idle: a draining scheduler knows it is busy)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_measure:
+            return
+        self._next_measure = loop.time() + MEASURE_EVERY_S
+        with contextlib.suppress(Exception):  # a metric is never worth a failed loop
+            async with self.sessionmaker() as session:
+                TIMERS_DUE.set(await repo.count_due_cases(session, self.clock.now()))
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]

@@ -66,9 +66,11 @@ class DunningMachine(RuleBasedStateMachine):
         paused = before.pause is not None
         ctx = self.ctx()
         today = CAL.local_date(self.now)
-        exp = exposure(
-            self.invoices.values(), self.policy, today, dec.case.local_disputes | before.local_disputes
-        )
+        # Disputes a collector reported count until the decision that drops them: an explicit resume lifts
+        # them with the pause (the domain's documented rule), any other decision keeps the earlier ones too.
+        resumed = any(isinstance(ev, DunningResumed) for ev in dec.emit)
+        disputes = dec.case.local_disputes if resumed else dec.case.local_disputes | before.local_disputes
+        exp = exposure(self.invoices.values(), self.policy, today, disputes)
         escalating = escalating or before.escalate_pending
         for ev in dec.emit:
             if isinstance(ev, DunningResumed | DunningResolved):
