@@ -41,7 +41,13 @@ def _chart(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(r["module"], f) for r in results for f in r.get("figures", []) if f.get("baseline")]
+    # Throughput-style figures only (a share of a baseline); latencies (lower_is_better) stay in the JSON.
+    rows = [
+        (r["module"], f)
+        for r in results
+        for f in r.get("figures", [])
+        if f.get("baseline") and not f.get("lower_is_better")
+    ]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
@@ -92,7 +98,12 @@ def main(argv: list[str]) -> int:
         result["at"] = datetime.now(UTC).isoformat()
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         results.append(result)
-    _chart(results, RESULTS / "summary.png")
+    # The chart shows the latest result of every module, not only the ones run this time.
+    latest = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    _chart(
+        sorted(latest, key=lambda r: MODULES.index(r["module"]) if r["module"] in MODULES else 99),
+        RESULTS / "summary.png",
+    )
     print("\n=== summary (figure / baseline, same run) ===")
     for r in results:
         for f in r.get("figures", []):
