@@ -63,6 +63,7 @@ LIGHT_RATE = 5.0  # payments/s of the light-load probe run before the main one
 LIGHT_N = 100
 PAY_IN_FLIGHT = 64  # webhooks in flight at most (the connection pool's size)
 P99_GOAL_MS = 500.0
+IDLE_PROBE_S = 3.0  # CPU of the idle stack is measured over this long, just before the main payment run
 ROOT = Path(__file__).resolve().parent.parent
 
 CASE_OPENED = "ar.dunning.case_opened.v1"
@@ -240,6 +241,43 @@ class Api:
         ts = int(time.time())
         sig = hmac.new(self.stripe_secret.encode(), f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
         return raw, {"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"}
+
+
+# ------------------------------------------------------------------------------------------ CPU accounting
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_snapshot(stack: RunningStack) -> dict[str, float]:
+    """CPU seconds so far per stack component, PostgreSQL (every backend) and this benchmark process."""
+    out = {name: _cpu_s(c.pid) for name, c in stack.components.items()}
+    out["postgresql"] = sum(_cpu_s(pid) for pid in _postgres_pids())
+    out["bench (load generator)"] = time.process_time()
+    return out
+
+
+def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    """CPU milliseconds per item per component between two snapshots (PostgreSQL backends may come and go)."""
+    return {k: round(1000 * max(0.0, after.get(k, 0.0) - v) / max(1, items), 2) for k, v in before.items()}
 
 
 async def _bounded(n: int, coros: list[Any]) -> list[Any]:
@@ -510,8 +548,21 @@ async def _run(stack: RunningStack, var: Path) -> dict[str, Any]:
             light = await _payments(api, collector, pairs[:light_n], LIGHT_RATE) if light_n else None
             if light is not None:
                 _print_payments(light)
+            idle_before = cpu_snapshot(stack)
+            await asyncio.sleep(IDLE_PROBE_S)
+            idle = cpu_per_item(idle_before, cpu_snapshot(stack), 1)
+            idle = {k: round(v / IDLE_PROBE_S, 1) for k, v in idle.items()}
+            print("          idle CPU ms per second before the main run: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(idle.items(), key=lambda kv: -kv[1])))  # fmt: skip
+            cpu_before = cpu_snapshot(stack)
             main_run = await _payments(api, collector, pairs[light_n:], RATE)
+            cpu = cpu_per_item(cpu_before, cpu_snapshot(stack), len(pairs) - light_n)
+            main_run["cpu_ms_per_payment"] = cpu
+            main_run["idle_cpu_ms_per_s"] = idle
             _print_payments(main_run)
+            print("          CPU ms per payment (2 cores = 10 ms per payment at 200/s in all): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) +
+                f"; total {sum(cpu.values()):.2f}")  # fmt: skip
             p50, p99 = main_run["resolution_ms"]["p50"], main_run["resolution_ms"]["p99"]
             achieved = main_run["rate_achieved"]
             verdict = "met" if p99 < P99_GOAL_MS and achieved >= 0.95 * RATE else "NOT met"

@@ -41,8 +41,27 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, **kwargs: 
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, pool_size=pool_size, echo=echo, **kwargs)
+    engine = create_async_engine(url, pool_size=pool_size, echo=echo, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        event.listen(engine.sync_engine, "checkout", _reject_closed_connection)
+    return engine
+
+
+def _reject_closed_connection(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    """Hand out no pooled connection the server has closed (restart, ``pg_terminate_backend``, idle timeout).
+
+    SQLAlchemy's ``pool_pre_ping`` would cost three round trips per checkout on asyncpg (BEGIN, ``;``,
+    ROLLBACK), i.e. on every transaction. A server that ends a session tells the client on the socket, and
+    asyncpg marks the connection closed as soon as the event loop reads that, so looking at the flag is free
+    and catches the usual cases; a connection that dies silently is still caught by SQLAlchemy's disconnect
+    handling (the pool is invalidated) and the retries of the caller (consumers, relay, scheduler).
+    """
+    from sqlalchemy.exc import DisconnectionError
+
+    raw = getattr(dbapi_connection, "_connection", None)  # asyncpg's Connection inside the adapter
+    is_closed = getattr(raw, "is_closed", None)
+    if is_closed is not None and is_closed():
+        raise DisconnectionError("the server closed this pooled connection")  # the pool tries a fresh one
 
 
 def asyncpg_dsn(url: str | URL) -> str:

@@ -1,0 +1,45 @@
+"""The engine's pool never hands out a connection the server has closed, without a ping per checkout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+
+from ar_events.db import asyncpg_dsn, make_engine
+
+pytestmark = pytest.mark.integration
+
+
+async def test_pooled_connections_closed_by_the_server_are_replaced_not_handed_out(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url, pool_size=3)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    try:
+        # Three pooled connections, all idle in the pool afterwards.
+        async def touch() -> int:
+            async with engine.connect() as conn:
+                await asyncio.sleep(0.05)
+                return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+        before = set(await asyncio.gather(touch(), touch(), touch()))
+        assert len(before) == 3
+        killed = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            make_url(postgres_url).database,
+        )
+        assert len(killed) == 3
+        await asyncio.sleep(0.2)  # the event loop reads each server's goodbye
+        statements.clear()
+        after = set(await asyncio.gather(touch(), touch(), touch()))
+        assert after and not (after & before)  # fresh sessions, and no request failed
+        assert statements == ["SELECT pg_backend_pid()"] * 3  # no ping round trip per checkout
+    finally:
+        await admin.close()
+        await engine.dispose()
