@@ -159,6 +159,9 @@ class OutboxRelay:
 
     @property
     def poll_interval(self) -> float:
+        """Seconds between idle passes: short when polling is all there is, long while NOTIFY wakes us."""
+        if self._listener is not None and not self._listener.is_closed():
+            return max(self.settings.poll_interval_ms, self.settings.listen_poll_interval_ms) / 1000
         return self.settings.poll_interval_ms / 1000
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -39,6 +39,11 @@ class OutboxSettings(BaseModel):
     retention_days: int = Field(default=7, ge=0, description="Keep published rows this long for re-publish")
     batch_size: int = Field(default=500, ge=1, description="Rows the relay publishes per batch")
     poll_interval_ms: int = Field(default=50, ge=1, description="Upper bound on relay latency after a commit")
+    listen_poll_interval_ms: int = Field(
+        default=1_000,
+        ge=1,
+        description="The polling backstop while LISTEN/NOTIFY works (PostgreSQL): commits wake the relay at once",
+    )
 
 
 class ConsumerSettings(BaseModel):

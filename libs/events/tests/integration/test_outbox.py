@@ -274,10 +274,13 @@ async def test_on_postgres_a_commit_elsewhere_wakes_the_relay_through_notify(
 ) -> None:
     engine, sessions = await setup_database(postgres_url)
     stop = asyncio.Event()
-    relay = OutboxRelay(sessions, kafka_settings, OutboxSettings(poll_interval_ms=10_000), name="notify")
+    settings = OutboxSettings(poll_interval_ms=50, listen_poll_interval_ms=10_000)
+    relay = OutboxRelay(sessions, kafka_settings, settings, name="notify")
+    assert relay.poll_interval == 0.05  # not listening yet: polling is all there is
     task = asyncio.create_task(relay.run(stop))
     try:
         await wait_until(lambda: _listening(relay), timeout=10, interval=0.02)
+        assert relay.poll_interval == 10.0  # listening: the idle relay stops polling every 50 ms
         await asyncio.sleep(0.3)
         loop = asyncio.get_running_loop()
         for i in range(3):
