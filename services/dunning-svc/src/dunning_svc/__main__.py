@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from ar_events.db import is_sqlite, make_engine
+from ar_events.loop import run as run_loop
 from ar_web import configure_logging
 from ar_web.cli import add_api_key_parser, run_api_key_command
 from dunning_svc.bootstrap import CONSUMER, RELAY, SCHEDULER, build
@@ -91,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(specs)} policies OK: {', '.join(s.name for s in specs)}")
         return 0
     if args.command == "api":
-        asyncio.run(_serve(settings, (RELAY,)))
+        run_loop(_serve(settings, (RELAY,)))
     elif args.command == "all":
-        asyncio.run(_serve(settings, (RELAY, CONSUMER, SCHEDULER)))
+        run_loop(_serve(settings, (RELAY, CONSUMER, SCHEDULER)))
     elif args.command == "worker":
-        asyncio.run(_worker(settings))
+        run_loop(_worker(settings))
     return 0
 
 

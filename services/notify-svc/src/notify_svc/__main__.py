@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from ar_events.db import make_engine, make_sessionmaker
+from ar_events.loop import run as run_loop
 from ar_web import configure_logging
 from ar_web.cli import add_api_key_parser, run_api_key_command
 from notify_svc.bootstrap import build, run_worker
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api-key":
         return run_api_key_command(args, lambda: make_sessionmaker(make_engine(settings.database.url)))
     if args.command == "worker":
-        asyncio.run(work(settings))
+        run_loop(work(settings))
         return 0
     serve(settings, with_worker=args.command == "all")
     return 0

@@ -11,6 +11,7 @@ import sys
 
 from ar_events.clock import SystemClock
 from ar_events.db import make_engine, make_sessionmaker
+from ar_events.loop import run as run_loop
 from ar_web import configure_logging
 from ar_web.cli import add_api_key_parser, run_api_key_command
 from payment_svc.accounts import AccountError
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(account_command(settings, args))
     if args.command == "worker":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(work(settings))
+            run_loop(work(settings))
         return 0
     serve(settings, run_relay=args.command == "all")
     return 0
