@@ -94,7 +94,7 @@ async def run_worker(services: Services, stop: asyncio.Event, *, consume: bool =
                 s.consumer_group,
                 [t.value for t in CONSUMED_TOPICS],
                 services.sessionmaker,
-                build_handlers(services.clock),
+                build_handlers(services.clock, on_committed=dispatcher.wake),
                 s.kafka,
                 s.consumer,
                 name=s.service_name,

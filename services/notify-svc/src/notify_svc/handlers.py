@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ar_events.clock import Clock
@@ -256,16 +257,37 @@ async def resend_notification(uow: UnitOfWork, nid: str, *, clear_suppression: b
         return await uow.repo.get(nid)
 
 
-def build_handlers(clock: Clock) -> dict[str, Handler]:
-    """The HANDLERS registry: CloudEvents type -> handler bound to its dependencies."""
+def build_handlers(clock: Clock, on_committed: Callable[[], None] | None = None) -> dict[str, Handler]:
+    """The HANDLERS registry: CloudEvents type -> handler bound to its dependencies.
+
+    ``on_committed`` (the dispatcher's ``wake``) is called once after each consumer transaction that may have
+    recorded notifications commits, so they leave at once instead of at the dispatcher's next poll.
+    """
     profile = partial(on_client_profile, clock=clock)
-    message = partial(on_message_request, clock=clock)
+
+    def sends(handler: Handler) -> Handler:
+        return handler if on_committed is None else _waking(handler, on_committed)
+
+    message = sends(partial(on_message_request, clock=clock))
     return {
         ClientRegistered.TYPE: profile,
         ClientUpdated.TYPE: profile,
         ReminderRequested.TYPE: message,
         AgencyWarningIssued.TYPE: message,
-        ManualTaskCreated.TYPE: partial(on_task_created, clock=clock),
-        InvoiceIssued.TYPE: partial(on_invoice_issued, clock=clock),
-        PaymentReceived.TYPE: partial(on_payment_received, clock=clock),
+        ManualTaskCreated.TYPE: sends(partial(on_task_created, clock=clock)),
+        InvoiceIssued.TYPE: sends(partial(on_invoice_issued, clock=clock)),
+        PaymentReceived.TYPE: sends(partial(on_payment_received, clock=clock)),
     }
+
+
+_WAKE_ARMED = "notify.wake_armed"
+
+
+def _waking(handler: Handler, wake: Callable[[], None]) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope[Any]) -> None:
+        await handler(session, envelope)
+        if not session.info.get(_WAKE_ARMED):  # once per transaction, however many events it applies
+            session.info[_WAKE_ARMED] = True
+            event.listen(session.sync_session, "after_commit", lambda _session: wake(), once=True)
+
+    return handle

@@ -64,7 +64,11 @@ class DeliverySettings(BaseModel):
     email_schedule_s: tuple[float, ...] = (30, 120, 600, 1800, 3600, 7200, 14400, 28800)
     jitter: float = Field(default=0.2, ge=0, le=1, description="+- fraction of each delay, randomised")
     batch_size: int = Field(default=200, ge=1)
-    poll_interval_ms: int = Field(default=100, ge=1)
+    poll_interval_ms: int = Field(
+        default=500,
+        ge=1,
+        description="Idle dispatcher passes (due retries, other processes' rows); the consumer's commits wake it",
+    )
     lease_s: float = Field(default=120.0, gt=0, description="A row left in 'sending' longer is resolved")
     flush_every: int = Field(default=50, ge=1, description="Record results at least every N sends")
 

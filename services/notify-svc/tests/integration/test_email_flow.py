@@ -132,3 +132,15 @@ async def test_550_reply_gives_permanent_notification_failed_and_suppresses_the_
         )
     assert second.data.permanent is True and second.data.error_code == "suppressed"
     assert mail_sink.messages == []
+
+
+async def test_a_consumed_request_is_sent_at_once_not_at_the_next_dispatcher_poll(
+    database_url: str, kafka_settings: KafkaSettings, mail_sink: MailSink
+) -> None:
+    # The dispatcher polls once a minute here: only the consumer's commit waking it can send within the test.
+    settings = make_settings(database_url, kafka_settings, smtp_port=mail_sink.port, poll_interval_ms=60_000)
+    async with running(settings), NotifyTopic(kafka_settings) as topic:
+        await asyncio.sleep(1)  # the dispatcher's first pass is over: it now sleeps for its minute
+        await publish(kafka_settings, _reminder())
+        await topic.wait_for(lambda e: e.type == "ar.notify.sent.v1", timeout=20)
+    assert len(mail_sink.messages) == 1
