@@ -10,7 +10,8 @@ from ar_events.clock import Clock, SystemClock
 from ar_events.db import make_engine, make_sessionmaker
 from ar_events.relay import OutboxRelay
 from payment_svc.accounts import SecretStore
-from payment_svc.handlers import Deps
+from payment_svc.group_commit import GroupCommit
+from payment_svc.handlers import Deps, record_webhook
 from payment_svc.settings import Settings
 
 
@@ -47,4 +48,12 @@ def build(settings: Settings, *, clock: Clock | None = None, with_relay: bool = 
         tolerance_s=settings.webhooks.tolerance_seconds,
         after_commit=relay.wake if relay is not None else (lambda: None),
     )
+    if settings.webhooks.group_commit_max > 1:
+        deps.group_commit = GroupCommit(
+            deps.uow,
+            record_webhook,
+            now=clock.now,
+            max_batch=settings.webhooks.group_commit_max,
+            after_commit=deps.after_commit,
+        )
     return Container(settings, engine, sessionmaker, clock, secrets, deps, relay)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
+from ar_events.context import correlation_scope, current_correlation_id
 from ar_events.envelope import new_event
 from ar_events.events import EVENT_TYPES, Payload, PaymentMethod, PaymentReceived
 from ar_events.money import Money
@@ -33,6 +34,7 @@ from payment_svc.domain.model import (
 )
 from payment_svc.domain.payments import child_id_for, payment_id_for, to_payload
 from payment_svc.domain.signatures import RejectReason, SignatureError, verify_standard, verify_stripe
+from payment_svc.group_commit import GroupCommit
 from payment_svc.repository import UnitOfWork
 from payment_svc.settings import AccountKind
 
@@ -62,6 +64,8 @@ class Deps:
     secrets: SecretStore
     tolerance_s: int = 300
     after_commit: Callable[[], None] = field(default=lambda: None)
+    #: Set by bootstrap when webhooks share transactions (``webhooks.group_commit_max`` > 1).
+    group_commit: GroupCommit[VerifiedWebhook, WebhookResult] | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessionmaker)
@@ -113,6 +117,18 @@ def verify_and_parse(
     return standard.parse(body, verified.message_id)
 
 
+@dataclass(slots=True)
+class VerifiedWebhook:
+    """A webhook whose signature and payload checked out: what the transaction records and applies."""
+
+    account: str
+    event: WebhookEvent
+    body: bytes
+    headers: dict[str, str]
+    received_at: datetime
+    correlation_id: str | None
+
+
 async def on_webhook(
     deps: Deps, account_name: str, kind: AccountKind, body: bytes, headers: Mapping[str, str]
 ) -> WebhookResult:
@@ -121,30 +137,41 @@ async def on_webhook(
     now = deps.clock.now()
     lowered = {k.lower(): v for k, v in headers.items()}
     event = verify_and_parse(account, body, lowered, now, deps.tolerance_s)
-    webhook_id = "whk_" + uuid.uuid4().hex
+    job = VerifiedWebhook(account.name, event, body, lowered, now, current_correlation_id())
+    if deps.group_commit is not None:
+        return await deps.group_commit.submit(job)  # shares a transaction with webhooks arriving alongside
     async with deps.uow() as uow:
+        result = await record_webhook(uow, job)
+        await uow.commit(now)
+    deps.after_commit()
+    return result
+
+
+async def record_webhook(uow: UnitOfWork, job: VerifiedWebhook) -> WebhookResult:
+    """Inside ``uow``: record the raw webhook (a duplicate stops here), apply its instructions, emit."""
+    event, now = job.event, job.received_at
+    with correlation_scope(job.correlation_id):
+        webhook_id = "whk_" + uuid.uuid4().hex
         fresh = await uow.webhooks.record(
             {
                 "id": webhook_id,
-                "account": account.name,
+                "account": job.account,
                 "processor_event_id": event.event_id[:256],
                 "event_type": event.event_type[:128],
                 "outcome": Outcome.IGNORED.value if event.ignored else Outcome.PROCESSED.value,
-                "raw_body": body,
-                "headers": safe_headers(lowered),
+                "raw_body": job.body,
+                "headers": safe_headers(job.headers),
                 "received_at": now,
             }
         )
         if not fresh:
             return WebhookResult(Outcome.DUPLICATE, event.event_id, event.event_type)
         outcomes = [
-            await _apply(uow, account.name, webhook_id, event.event_id, i, now) for i in event.instructions
+            await _apply(uow, job.account, webhook_id, event.event_id, i, now) for i in event.instructions
         ]
         outcome = _overall(outcomes) if outcomes else Outcome.IGNORED
         if outcome not in (Outcome.PROCESSED, Outcome.IGNORED):
             await uow.webhooks.set_outcome(webhook_id, outcome.value)
-        await uow.commit(now)
-    deps.after_commit()
     return WebhookResult(outcome, event.event_id, event.event_type, webhook_id)
 
 

@@ -40,6 +40,12 @@ class WebhookSettings(BaseModel):
     secret_cache_seconds: float = Field(
         default=1.0, ge=0, description="How long a process reuses an account's secrets before re-reading them"
     )
+    group_commit_max: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Webhooks arriving together share one transaction, up to this many (1: one each)",
+    )
 
 
 class RelaySettings(BaseModel):
