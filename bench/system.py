@@ -19,9 +19,9 @@ for request throughput; the raw broker round trip (aiokafka produce -> consume, 
 services, at the same 200/s) for the latency, also measured with aiokafka's default fetch wait (the services').
 
     uv run python -m bench system
-Environment: BENCH_SYSTEM_CLIENTS (default 1000: 10,000 take far more than 10 minutes on the 2-core dev
-machine), BENCH_SYSTEM_RATE (payments/s, default 200), DATABASE_URL (a PostgreSQL server; else 127.0.0.1:5432
-as postgres), BENCH_SYSTEM_KEEP=1 keeps the var dir (logs, mail) of a successful run.
+Environment: BENCH_SYSTEM_CLIENTS (default 10000; 1000 for a quick look), BENCH_SYSTEM_RATE (payments/s,
+default 200), DATABASE_URL (a PostgreSQL server; else 127.0.0.1:5432 as postgres), BENCH_SYSTEM_KEEP=1 keeps
+the var dir (logs, mail) of a successful run.
 """
 
 from __future__ import annotations
@@ -53,10 +53,8 @@ from ar_events.testing import create_database, drop_database, local_postgres_url
 from ar_events.topics import Topic
 from ar_ops.stack import SERVICES, RunningStack, StackConfig, start_stack
 
-# 10,000 clients took 12 minutes on the 2-core dev machine when it was nearly idle (65 REST writes/s, 47 payments/s
-# accepted) and would take close to an hour while other work runs on it (20 REST writes/s, 14 payments/s): the
-# default is 1,000 (2 to 7 minutes); BENCH_SYSTEM_CLIENTS=10000 gives the full-size run.
-N = int(os.environ.get("BENCH_SYSTEM_CLIENTS", "1000"))
+# The issue's size. On a busy machine it takes long: BENCH_SYSTEM_CLIENTS=1000 is a quick look.
+N = int(os.environ.get("BENCH_SYSTEM_CLIENTS", "10000"))
 RATE = float(os.environ.get("BENCH_SYSTEM_RATE", "200"))
 IN_FLIGHT = 16  # concurrent REST calls while loading
 LIGHT_RATE = 5.0  # payments/s of the light-load probe run before the main one
