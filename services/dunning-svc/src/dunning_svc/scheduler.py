@@ -63,22 +63,47 @@ class Scheduler:
         self._wake.set()
 
     async def run_once(self, limit: int | None = None) -> int:
-        """Claim one batch of due cases and apply their decisions; returns how many cases it handled."""
+        """Claim due cases and apply their decisions; returns how many cases it handled.
+
+        Without ``limit``, up to ``settings.lanes`` batches run at once on PostgreSQL, each in its own
+        transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): while one batch's
+        statements run in the database the next one is being decided, instead of one waiting for the other.
+        """
         now = self.clock.now()
+        size = limit or self.settings.batch_size
+        lanes = 1 if limit is not None else self._lanes()
+        if lanes == 1:
+            return await self._batch(now, size)
+        results = await asyncio.gather(
+            *(self._batch(now, size) for _ in range(lanes)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return sum(r for r in results if isinstance(r, int))
+
+    def _lanes(self) -> int:
+        bind = self.sessionmaker.kw.get("bind")
+        if bind is None or bind.dialect.name != "postgresql":
+            return 1  # SQLite: one writer at a time anyway
+        return self.settings.lanes
+
+    async def _batch(self, now: datetime, size: int) -> int:
+        """One batch in one transaction: claim (locked until commit), decide, write cases, timeline, outbox."""
         started = time.perf_counter()
         try:
             async with self.sessionmaker() as session, session.begin():
-                rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
+                rows = await repo.claim_due_cases(session, now, size)
                 if not rows:
                     return 0
                 claimed = {r.case.client_id: r for r in rows}
                 outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
             BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
-            if is_transient(exc) or (limit or self.settings.batch_size) == 1:
+            if is_transient(exc) or size == 1:
                 raise
             log.warning("scheduler: batch failed (%s); retrying case by case", exc)
-            return await self._one_by_one(now, limit or self.settings.batch_size)
+            return await self._one_by_one(now, size)
         self._count(len(rows), outcome.steps, bool(outcome.envelopes))
         return len(rows)
 
