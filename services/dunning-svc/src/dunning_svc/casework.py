@@ -39,12 +39,11 @@ from ar_events.events import (
     ResumeDunning,
     Sender,
 )
-from ar_events.outbox import enqueue
 from dunning_svc import domain
 from dunning_svc import repository as repo
 from dunning_svc.calendars import calendar_for
 from dunning_svc.domain import Context, Decision, DunningCase, Ledger
-from dunning_svc.domain.trusted import build
+from dunning_svc.domain.trusted import maker
 from dunning_svc.policybook import PolicyBook
 from dunning_svc.projection import PROJECTED, ClientRecord, InvoiceRecord, ledger_of, project
 
@@ -251,7 +250,7 @@ class CaseWork:
         await repo.insert_rows(session, repo.timeline_table, timeline)
         for post, cid in posts:
             await post(session, out.cases[cid])
-        await enqueue(session, *out.envelopes, now=now)
+        await repo.enqueue_events(session, out.envelopes, now)
         return out
 
     def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
@@ -310,6 +309,9 @@ class CaseWork:
         }
 
 
+_make_envelope = maker(Envelope)
+
+
 def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) -> Envelope[Any]:
     """``new_event(payload, source=SOURCE, time=now, caused_by=cause)`` built without validating again:
     the payload is a typed model and every other field is set here (the same record as new_event's)."""
@@ -318,8 +320,7 @@ def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) 
         corr, causation = cause.correlationid, cause.id
     else:
         corr, causation = current_correlation_id() or eid, None
-    env: Envelope[Any] = build(
-        Envelope,
+    env: Envelope[Any] = _make_envelope(
         specversion=SPEC_VERSION,
         id=eid,
         source=SOURCE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -14,12 +14,14 @@ from pydantic import TypeAdapter
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ar_events.envelope import Envelope, encode
 from ar_events.events import Channel, ClientProfile, Contact, ContactRole, NotificationPreferences, Person
 from ar_events.money import Money
+from ar_events.outbox import enqueue, lock_keys
 from ar_events.tables import UtcDateTime, add_plumbing_tables
 from ar_web import add_web_tables
 from dunning_svc.domain import DunningCase
-from dunning_svc.domain.trusted import build
+from dunning_svc.domain.trusted import build, maker
 from dunning_svc.projection import ClientRecord, InvoiceRecord
 
 metadata = sa.MetaData()
@@ -330,17 +332,15 @@ def load_profile(text: str) -> ClientProfile:
     am = d.get("account_manager")
     prefs = d.get("preferences") or {}
     credit = d.get("credit_limit")
-    return build(
-        ClientProfile,
+    return _make_profile(
         client_id=d["client_id"],
         external_id=d["external_id"],
         name=d["name"],
         segment=d["segment"],
         tags=tuple(d.get("tags") or ()),
-        account_manager=build(Person, name=am["name"], email=am["email"]) if am else None,
+        account_manager=_person(am["name"], am["email"]) if am else None,
         contacts=tuple(
-            build(
-                Contact,
+            _make_contact(
                 name=c["name"],
                 email=c["email"],
                 phone=c.get("phone"),
@@ -353,12 +353,33 @@ def load_profile(text: str) -> ClientProfile:
         country=d.get("country", "US"),
         payment_terms_days=d.get("payment_terms_days", 30),
         credit_limit=build(Money, **credit) if credit else None,
-        preferences=build(
-            NotificationPreferences,
-            channels=tuple(_CHANNELS[x] for x in prefs.get("channels", ["email"])),
-            webhook_url=prefs.get("webhook_url"),
-            payment_receipts=prefs.get("payment_receipts", False),
+        preferences=_preferences(
+            tuple(prefs.get("channels", ("email",))),
+            prefs.get("webhook_url"),
+            prefs.get("payment_receipts", False),
         ),
+    )
+
+
+_make_profile = maker(ClientProfile)
+_make_contact = maker(Contact)
+_make_person = maker(Person)
+_make_preferences = maker(NotificationPreferences)
+
+
+@lru_cache(maxsize=4096)
+def _person(name: str, email: str) -> Person:
+    """Account managers recur across clients; the (immutable) value is shared."""
+    return _make_person(name=name, email=email)
+
+
+@lru_cache(maxsize=1024)
+def _preferences(
+    channels: tuple[str, ...], webhook_url: str | None, receipts: bool
+) -> NotificationPreferences:
+    """Most clients keep the default preferences; the (immutable) value is shared."""
+    return _make_preferences(
+        channels=tuple(_CHANNELS[x] for x in channels), webhook_url=webhook_url, payment_receipts=receipts
     )
 
 
@@ -495,6 +516,43 @@ async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], exis
             .values({c: sa.bindparam(f"b_{c}") for c in cols})
         )
         await session.execute(stmt, [{f"b_{k}": v for k, v in r.items() if k != "client_id"} for r in old])
+
+
+# ------------------------------------------------------------------------------------------ outbox
+
+
+async def enqueue_events(session: AsyncSession, envelopes: Sequence[Envelope[Any]], now: datetime) -> None:
+    """The outbox rows of a batch, in the caller's transaction: ``ar_events.outbox.enqueue`` semantics.
+
+    On PostgreSQL the same per-key advisory locks and NOTIFY (``lock_keys``), then one ``INSERT .. SELECT
+    FROM unnest(arrays)`` for every row: ``enqueue``'s multi-row insert took ~270 ms per 1,000 rows on the
+    development box against ~60-120 ms for this (the scheduler writes one row per step). Elsewhere ``enqueue``.
+    """
+    if not envelopes:
+        return
+    if not _is_pg(session):
+        await enqueue(session, *envelopes, now=now)
+        return
+    await lock_keys(session, sorted({env.subject for env in envelopes}))
+    await session.execute(
+        _PG_OUTBOX_INSERT,
+        {
+            "event_id": [env.id for env in envelopes],
+            "topic": [str(type(env.data).TOPIC) for env in envelopes],
+            "key": [env.subject for env in envelopes],
+            "type": [env.type for env in envelopes],
+            "value": [encode(env) for env in envelopes],
+            "created_at": now.astimezone(UTC),
+        },
+    )
+
+
+_PG_OUTBOX_INSERT = sa.text(
+    f"INSERT INTO {plumbing.outbox.name} (event_id, topic, key, type, value, headers, created_at)"
+    " SELECT e, t, k, ty, v, NULL, :created_at FROM unnest(CAST(:event_id AS text[]), CAST(:topic AS text[]),"
+    " CAST(:key AS text[]), CAST(:type AS text[]), CAST(:value AS bytea[])) WITH ORDINALITY AS u(e, t, k, ty, v, ord)"
+    " ORDER BY u.ord"  # ids follow the order of the envelopes: the relay publishes per key in id order
+)
 
 
 # ------------------------------------------------------------------------------------------ tasks / timeline

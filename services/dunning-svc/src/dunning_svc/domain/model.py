@@ -20,7 +20,9 @@ from ar_events.events import (
 )
 from dunning_svc.domain.calendar import BusinessCalendar
 from dunning_svc.domain.policy import Policy
-from dunning_svc.domain.trusted import build
+from dunning_svc.domain.trusted import maker
+
+_make_person = maker(Person)
 
 _CASE_NAMESPACE = uuid.UUID("7b0c3f0e-4d8f-4f57-9a53-2b6c2f4d9e11")
 
@@ -77,7 +79,7 @@ def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
     else:
         chosen = contacts
     # the addresses were validated with the profile: build the values without validating them again
-    return tuple(build(Person, name=c.name, email=c.email) for c in chosen)
+    return tuple(_make_person(name=c.name, email=c.email) for c in chosen)
 
 
 @dataclass(frozen=True, slots=True)
