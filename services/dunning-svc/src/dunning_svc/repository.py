@@ -249,19 +249,24 @@ async def load_clients(session: AsyncSession, client_ids: Iterable[str]) -> dict
     return out
 
 
+# IN (SELECT unnest(array)) rather than = ANY(array): whatever plan PostgreSQL caches for the prepared statement
+# (a generic plan may be made while a table is still small), a semi-join stays linear in the rows, where a
+# sequential scan testing = ANY($1) against every row is rows x ids.
 _PG_LOAD_CLIENTS = sa.text(
     "SELECT client_id, profile, late_days_sum, paid_count FROM dunning_client"
-    " WHERE client_id = ANY(CAST(:ids AS text[]))"
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[])))"
 )
 _INVOICE_COLUMNS = "invoice_id, client_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, pay_link"
 _PG_LOAD_INVOICES = sa.text(
     f"SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
-    " WHERE client_id = ANY(CAST(:ids AS text[])) AND status = 'open'"
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[]))) AND status = 'open'"
 )
 _PG_LOAD_INVOICES_ALSO = sa.text(
     f"SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
-    " WHERE (client_id = ANY(CAST(:ids AS text[])) AND status = 'open') OR invoice_id = ANY(CAST(:also AS text[]))"
-)
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[]))) AND status = 'open'"
+    f" UNION ALL SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
+    " WHERE invoice_id IN (SELECT unnest(CAST(:also AS text[])))"
+)  # a row in both halves is read twice and kept once (by invoice id)
 
 
 def _is_pg(session: AsyncSession) -> bool:
