@@ -8,14 +8,16 @@ the caller's transaction. The consumer, the scheduler and the REST API all go th
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ar_events.envelope import Envelope, new_event
+from ar_events.context import current_correlation_id
+from ar_events.envelope import DATA_CONTENT_TYPE, SPEC_VERSION, Envelope
 from ar_events.events import (
     AgreePaymentPlan,
     AssignCollector,
@@ -37,11 +39,11 @@ from ar_events.events import (
     ResumeDunning,
     Sender,
 )
-from ar_events.outbox import enqueue
 from dunning_svc import domain
 from dunning_svc import repository as repo
 from dunning_svc.calendars import calendar_for
 from dunning_svc.domain import Context, Decision, DunningCase, Ledger
+from dunning_svc.domain.trusted import maker
 from dunning_svc.policybook import PolicyBook
 from dunning_svc.projection import PROJECTED, ClientRecord, InvoiceRecord, ledger_of, project
 
@@ -134,6 +136,9 @@ class CaseWork:
         else:
             cases = dict(claimed)
         out = Outcome()
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        now_utc = now.astimezone(UTC)
         client_rows: list[dict[str, Any]] = []
         invoice_rows: list[dict[str, Any]] = []
         case_rows: list[dict[str, Any]] = []
@@ -212,7 +217,7 @@ class CaseWork:
             if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
                 out.next_timer = next_at
             for payload, cause in emitted:
-                env = new_event(payload, source=SOURCE, time=now, caused_by=cause)
+                env = _envelope(payload, now_utc, cause)
                 out.envelopes.append(env)
                 if env.type in _STEP_TYPES:
                     out.steps += 1
@@ -245,7 +250,7 @@ class CaseWork:
         await repo.insert_rows(session, repo.timeline_table, timeline)
         for post, cid in posts:
             await post(session, out.cases[cid])
-        await enqueue(session, *out.envelopes, now=now)
+        await repo.enqueue_events(session, out.envelopes, now)
         return out
 
     def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
@@ -302,6 +307,32 @@ class CaseWork:
             "event_id": None,
             "data": json.dumps(dict(op.data), default=str),
         }
+
+
+_make_envelope = maker(Envelope)
+
+
+def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) -> Envelope[Any]:
+    """``new_event(payload, source=SOURCE, time=now, caused_by=cause)`` built without validating again:
+    the payload is a typed model and every other field is set here (the same record as new_event's)."""
+    eid = str(uuid.uuid4())
+    if cause is not None:
+        corr, causation = cause.correlationid, cause.id
+    else:
+        corr, causation = current_correlation_id() or eid, None
+    env: Envelope[Any] = _make_envelope(
+        specversion=SPEC_VERSION,
+        id=eid,
+        source=SOURCE,
+        type=payload.TYPE,
+        time=now_utc,
+        subject=payload.client_id,
+        datacontenttype=DATA_CONTENT_TYPE,
+        correlationid=corr,
+        causationid=causation,
+        data=payload,
+    )
+    return env
 
 
 def _resolution_cause(ev: Payload) -> ResolutionReason | None:

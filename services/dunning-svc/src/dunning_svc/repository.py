@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -14,12 +14,14 @@ from pydantic import TypeAdapter
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ar_events.envelope import Envelope, encode
 from ar_events.events import Channel, ClientProfile, Contact, ContactRole, NotificationPreferences, Person
 from ar_events.money import Money
+from ar_events.outbox import enqueue, lock_keys
 from ar_events.tables import UtcDateTime, add_plumbing_tables
 from ar_web import add_web_tables
 from dunning_svc.domain import DunningCase
-from dunning_svc.domain.trusted import build
+from dunning_svc.domain.trusted import build, maker
 from dunning_svc.projection import ClientRecord, InvoiceRecord
 
 metadata = sa.MetaData()
@@ -230,14 +232,45 @@ async def load_clients(session: AsyncSession, client_ids: Iterable[str]) -> dict
     out: dict[str, ClientRecord] = {}
     if not ids:
         return out
-    t = client_table
-    rows = await session.execute(sa.select(t).where(t.c.client_id.in_(ids)))
-    for r in rows.mappings():
-        profile = load_profile(r["profile"]) if r["profile"] else None
-        out[r["client_id"]] = ClientRecord(
-            r["client_id"], profile, int(r["late_days_sum"]), int(r["paid_count"])
+    if _is_pg(session):
+        # one array parameter: no per-id bind parameters to render and compile for a 1,000-client batch
+        rows: Iterable[Any] = await session.execute(_PG_LOAD_CLIENTS, {"ids": ids})
+    else:
+        t = client_table
+        rows = await session.execute(
+            sa.select(t.c.client_id, t.c.profile, t.c.late_days_sum, t.c.paid_count).where(
+                t.c.client_id.in_(ids)
+            )
+        )
+    for client_id, profile, late_days_sum, paid_count in rows:
+        out[client_id] = ClientRecord(
+            client_id, load_profile(profile) if profile else None, int(late_days_sum), int(paid_count)
         )
     return out
+
+
+# IN (SELECT unnest(array)) rather than = ANY(array): whatever plan PostgreSQL caches for the prepared statement
+# (a generic plan may be made while a table is still small), a semi-join stays linear in the rows, where a
+# sequential scan testing = ANY($1) against every row is rows x ids.
+_PG_LOAD_CLIENTS = sa.text(
+    "SELECT client_id, profile, late_days_sum, paid_count FROM dunning_client"
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[])))"
+)
+_INVOICE_COLUMNS = "invoice_id, client_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, pay_link"
+_PG_LOAD_INVOICES = sa.text(
+    f"SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[]))) AND status = 'open'"
+)
+_PG_LOAD_INVOICES_ALSO = sa.text(
+    f"SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
+    " WHERE client_id IN (SELECT unnest(CAST(:ids AS text[]))) AND status = 'open'"
+    f" UNION ALL SELECT {_INVOICE_COLUMNS} FROM dunning_invoice"
+    " WHERE invoice_id IN (SELECT unnest(CAST(:also AS text[])))"
+)  # a row in both halves is read twice and kept once (by invoice id)
+
+
+def _is_pg(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 async def load_invoices(
@@ -248,26 +281,51 @@ async def load_invoices(
     out: dict[str, dict[str, InvoiceRecord]] = {c: {} for c in ids}
     if not ids:
         return out
-    t = invoice_table
-    cond = sa.and_(t.c.client_id.in_(ids), t.c.status == "open")
     extra = list(also)
-    if extra:
-        cond = sa.or_(cond, t.c.invoice_id.in_(extra))
-    for r in (await session.execute(sa.select(t).where(cond))).mappings():
+    rows: Iterable[Any]
+    if _is_pg(session):
+        if extra:
+            rows = await session.execute(_PG_LOAD_INVOICES_ALSO, {"ids": ids, "also": extra})
+        else:
+            rows = await session.execute(_PG_LOAD_INVOICES, {"ids": ids})
+    else:
+        t = invoice_table
+        cond = sa.and_(t.c.client_id.in_(ids), t.c.status == "open")
+        if extra:
+            cond = sa.or_(cond, t.c.invoice_id.in_(extra))
+        cols = [t.c[c.strip()] for c in _INVOICE_COLUMNS.split(",")]
+        rows = await session.execute(sa.select(*cols).where(cond))
+    no_disputes: tuple[str, ...] = ()
+    for (
+        invoice_id,
+        client_id,
+        number,
+        currency,
+        issue_date,
+        due_date,
+        total,
+        amount_due,
+        status,
+        disputes,
+        pay_link,
+    ) in rows:
         rec = InvoiceRecord(
-            invoice_id=r["invoice_id"],
-            client_id=r["client_id"],
-            number=r["number"],
-            currency=r["currency"],
-            issue_date=r["issue_date"],
-            due_date=r["due_date"],
-            total=r["total"],
-            amount_due=int(r["amount_due"]),
-            status=r["status"],
-            disputes=tuple(json.loads(r["disputes"])),
-            pay_link=r["pay_link"],
+            invoice_id,
+            client_id,
+            number,
+            currency,
+            issue_date,
+            due_date,
+            total,
+            int(amount_due),
+            status,
+            no_disputes if disputes == "[]" else tuple(json.loads(disputes)),
+            pay_link,
         )
-        out.setdefault(rec.client_id, {})[rec.invoice_id] = rec
+        by_client = out.get(client_id)
+        if by_client is None:
+            by_client = out[client_id] = {}
+        by_client[invoice_id] = rec
     return out
 
 
@@ -279,17 +337,15 @@ def load_profile(text: str) -> ClientProfile:
     am = d.get("account_manager")
     prefs = d.get("preferences") or {}
     credit = d.get("credit_limit")
-    return build(
-        ClientProfile,
+    return _make_profile(
         client_id=d["client_id"],
         external_id=d["external_id"],
         name=d["name"],
         segment=d["segment"],
         tags=tuple(d.get("tags") or ()),
-        account_manager=build(Person, name=am["name"], email=am["email"]) if am else None,
+        account_manager=_person(am["name"], am["email"]) if am else None,
         contacts=tuple(
-            build(
-                Contact,
+            _make_contact(
                 name=c["name"],
                 email=c["email"],
                 phone=c.get("phone"),
@@ -302,12 +358,33 @@ def load_profile(text: str) -> ClientProfile:
         country=d.get("country", "US"),
         payment_terms_days=d.get("payment_terms_days", 30),
         credit_limit=build(Money, **credit) if credit else None,
-        preferences=build(
-            NotificationPreferences,
-            channels=tuple(_CHANNELS[x] for x in prefs.get("channels", ["email"])),
-            webhook_url=prefs.get("webhook_url"),
-            payment_receipts=prefs.get("payment_receipts", False),
+        preferences=_preferences(
+            tuple(prefs.get("channels", ("email",))),
+            prefs.get("webhook_url"),
+            prefs.get("payment_receipts", False),
         ),
+    )
+
+
+_make_profile = maker(ClientProfile)
+_make_contact = maker(Contact)
+_make_person = maker(Person)
+_make_preferences = maker(NotificationPreferences)
+
+
+@lru_cache(maxsize=4096)
+def _person(name: str, email: str) -> Person:
+    """Account managers recur across clients; the (immutable) value is shared."""
+    return _make_person(name=name, email=email)
+
+
+@lru_cache(maxsize=1024)
+def _preferences(
+    channels: tuple[str, ...], webhook_url: str | None, receipts: bool
+) -> NotificationPreferences:
+    """Most clients keep the default preferences; the (immutable) value is shared."""
+    return _make_preferences(
+        channels=tuple(_CHANNELS[x] for x in channels), webhook_url=webhook_url, payment_receipts=receipts
     )
 
 
@@ -368,18 +445,29 @@ async def load_cases(session: AsyncSession, client_ids: Iterable[str], *, lock: 
 
 
 async def claim_due_cases(session: AsyncSession, now: datetime, limit: int) -> list[CaseRow]:
-    """Due cases, oldest timer first; on PostgreSQL locked with SKIP LOCKED so replicas share the work."""
-    t = case_table
-    stmt = (
-        sa.select(t.c.body, t.c.next_action_at)
-        .where(t.c.next_action_at.is_not(None), t.c.next_action_at <= now)
-        .order_by(t.c.next_action_at)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    rows = await session.execute(stmt)
-    return [CaseRow(load_case(r.body), r.next_action_at) for r in rows]
+    """Due cases, oldest timer first; on PostgreSQL locked with SKIP LOCKED so replicas share the work.
+
+    The rows stay locked until the caller's transaction ends: a crash before the commit releases them
+    untouched (the step is taken again), and a second scheduler skips them instead of firing them twice.
+    """
+    if _is_pg(session):
+        rows: Iterable[Any] = await session.execute(_PG_CLAIM, {"now": now, "limit": limit})
+    else:
+        t = case_table
+        rows = await session.execute(
+            sa.select(t.c.body, t.c.next_action_at)
+            .where(t.c.next_action_at.is_not(None), t.c.next_action_at <= now)
+            .order_by(t.c.next_action_at)
+            .limit(limit)
+        )
+    return [CaseRow(load_case(body), at) for body, at in rows]
+
+
+#: the partial index ix_dunning_case_next_action serves both the filter and the order
+_PG_CLAIM = sa.text(
+    "SELECT body, next_action_at FROM dunning_case WHERE next_action_at IS NOT NULL AND next_action_at <= :now"
+    " ORDER BY next_action_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+).columns(sa.column("body", sa.Text), sa.column("next_action_at", UtcDateTime))
 
 
 async def count_due_cases(session: AsyncSession, now: datetime) -> int:
@@ -433,6 +521,43 @@ async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], exis
             .values({c: sa.bindparam(f"b_{c}") for c in cols})
         )
         await session.execute(stmt, [{f"b_{k}": v for k, v in r.items() if k != "client_id"} for r in old])
+
+
+# ------------------------------------------------------------------------------------------ outbox
+
+
+async def enqueue_events(session: AsyncSession, envelopes: Sequence[Envelope[Any]], now: datetime) -> None:
+    """The outbox rows of a batch, in the caller's transaction: ``ar_events.outbox.enqueue`` semantics.
+
+    On PostgreSQL the same per-key advisory locks and NOTIFY (``lock_keys``), then one ``INSERT .. SELECT
+    FROM unnest(arrays)`` for every row: ``enqueue``'s multi-row insert took ~270 ms per 1,000 rows on the
+    development box against ~60-120 ms for this (the scheduler writes one row per step). Elsewhere ``enqueue``.
+    """
+    if not envelopes:
+        return
+    if not _is_pg(session):
+        await enqueue(session, *envelopes, now=now)
+        return
+    await lock_keys(session, sorted({env.subject for env in envelopes}))
+    await session.execute(
+        _PG_OUTBOX_INSERT,
+        {
+            "event_id": [env.id for env in envelopes],
+            "topic": [str(type(env.data).TOPIC) for env in envelopes],
+            "key": [env.subject for env in envelopes],
+            "type": [env.type for env in envelopes],
+            "value": [encode(env) for env in envelopes],
+            "created_at": now.astimezone(UTC),
+        },
+    )
+
+
+_PG_OUTBOX_INSERT = sa.text(
+    f"INSERT INTO {plumbing.outbox.name} (event_id, topic, key, type, value, headers, created_at)"
+    " SELECT e, t, k, ty, v, NULL, :created_at FROM unnest(CAST(:event_id AS text[]), CAST(:topic AS text[]),"
+    " CAST(:key AS text[]), CAST(:type AS text[]), CAST(:value AS bytea[])) WITH ORDINALITY AS u(e, t, k, ty, v, ord)"
+    " ORDER BY u.ord"  # ids follow the order of the envelopes: the relay publishes per key in id order
+)
 
 
 # ------------------------------------------------------------------------------------------ tasks / timeline

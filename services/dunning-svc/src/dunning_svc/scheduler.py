@@ -63,22 +63,64 @@ class Scheduler:
         self._wake.set()
 
     async def run_once(self, limit: int | None = None) -> int:
-        """Claim one batch of due cases and apply their decisions; returns how many cases it handled."""
+        """Claim due cases and apply their decisions; returns how many cases it handled.
+
+        Without ``limit``, on PostgreSQL, up to ``settings.lanes`` batches run at once, each in its own
+        transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): a lane starts when
+        the previous one claimed a full batch, so while one batch's statements run in the database the next
+        one is being decided. An idle poll stays one query.
+        """
         now = self.clock.now()
+        size = limit or self.settings.batch_size
+        lanes = 1 if limit is not None else self._lanes()
+        if lanes == 1:
+            return await self._batch(now, size)
+        tasks: list[asyncio.Task[int]] = []
+        try:
+            for _ in range(lanes):
+                full = asyncio.Event()
+                task = asyncio.create_task(self._batch(now, size, full))
+                tasks.append(task)
+                waiter = asyncio.create_task(full.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not full.is_set():
+                    break  # that lane found less than a batch: nothing more is due now
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return sum(r for r in results if isinstance(r, int))
+
+    def _lanes(self) -> int:
+        bind = self.sessionmaker.kw.get("bind")
+        if bind is None or bind.dialect.name != "postgresql":
+            return 1  # SQLite: one writer at a time anyway
+        return self.settings.lanes
+
+    async def _batch(self, now: datetime, size: int, full: asyncio.Event | None = None) -> int:
+        """One batch in one transaction: claim (locked until commit), decide, write cases, timeline, outbox.
+        ``full`` is set as soon as the claim returned a whole batch (more may be due: another lane can start)."""
         started = time.perf_counter()
         try:
             async with self.sessionmaker() as session, session.begin():
-                rows = await repo.claim_due_cases(session, now, limit or self.settings.batch_size)
+                rows = await repo.claim_due_cases(session, now, size)
+                if full is not None and len(rows) >= size:
+                    full.set()
                 if not rows:
                     return 0
                 claimed = {r.case.client_id: r for r in rows}
                 outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
             BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
-            if is_transient(exc) or (limit or self.settings.batch_size) == 1:
+            if is_transient(exc) or size == 1:
                 raise
             log.warning("scheduler: batch failed (%s); retrying case by case", exc)
-            return await self._one_by_one(now, limit or self.settings.batch_size)
+            return await self._one_by_one(now, size)
         self._count(len(rows), outcome.steps, bool(outcome.envelopes))
         return len(rows)
 

@@ -48,6 +48,13 @@ class SchedulerSettings(BaseModel):
     enabled: bool = True
     batch_size: int = Field(default=500, ge=1, le=10_000)
     poll_interval_ms: int = Field(default=1000, ge=10, description="Idle poll period (real time)")
+    lanes: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches claimed and run at once, each in its own transaction (PostgreSQL; SQLite runs one):"
+        " one batch's SQL runs while the next is decided",
+    )
 
 
 class MailboxSettings(BaseModel):

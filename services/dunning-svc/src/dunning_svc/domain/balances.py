@@ -25,6 +25,8 @@ class Exposure:
     in_scope_with_disputes: tuple[OpenInvoice, ...]
     #: ids of the in-scope invoices that are not overdue yet (the pre-due anchors)
     upcoming_ids: frozenset[str] = frozenset()
+    #: the carrying invoice (see :func:`carrying_invoice`), computed once by :func:`exposure`
+    anchor: OpenInvoice | None = None
 
     @property
     def has_overdue(self) -> bool:
@@ -44,12 +46,15 @@ def age(inv: OpenInvoice, today: date) -> int:
     return (today - inv.due_date).days
 
 
-def _above_minimum(invoices: Iterable[OpenInvoice], minimums: dict[str, int]) -> tuple[OpenInvoice, ...]:
-    invs = tuple(invoices)
+def _above_minimum(invs: list[OpenInvoice], minimums: dict[str, int]) -> tuple[OpenInvoice, ...]:
+    if not invs:
+        return ()
     totals: dict[str, int] = {}
     for inv in invs:
         totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
     ok = {cur for cur, total in totals.items() if total >= max(1, minimums.get(cur, 1))}
+    if len(ok) == len(totals):
+        return tuple(invs)
     return tuple(inv for inv in invs if inv.currency in ok)
 
 
@@ -57,29 +62,57 @@ def exposure(
     invoices: Iterable[OpenInvoice], policy: Policy, today: date, local_disputes: frozenset[str] = frozenset()
 ) -> Exposure:
     """Split the open invoices into what may be dunned today, per currency and minimum."""
-    scope_age = policy.scope_start_age
+    scope_age = policy.scope_start_age  # <= 1: every overdue invoice is in scope
     minimums = dict(policy.min_balance)
-    live = [(i, (today - i.due_date).days) for i in invoices if i.amount_due > 0]
-    undisputed = [(i, a) for i, a in live if not (i.disputed or i.invoice_id in local_disputes)]
-    overdue_undisputed = [i for i, a in undisputed if a >= 1]
+    in_scope: list[OpenInvoice] = []  # disputed or not
+    undisputed: list[OpenInvoice] = []  # in scope
+    overdue_undisputed: list[OpenInvoice] = []
+    upcoming: list[str] = []
     overdue: dict[str, int] = {}
-    for inv in overdue_undisputed:
-        overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
+    for inv in invoices:
+        if inv.amount_due <= 0:
+            continue
+        a = (today - inv.due_date).days
+        if a < scope_age:
+            continue
+        in_scope.append(inv)
+        if inv.disputed or inv.invoice_id in local_disputes:
+            continue
+        undisputed.append(inv)
+        if a >= 1:
+            overdue_undisputed.append(inv)
+            overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
+        else:
+            upcoming.append(inv.invoice_id)
+    dunnable_overdue = _above_minimum(overdue_undisputed, minimums)
+    dunnable_in_scope = _above_minimum(undisputed, minimums)
+    upcoming_ids = frozenset(upcoming)
     return Exposure(
         overdue=overdue,
-        dunnable_overdue=_above_minimum(overdue_undisputed, minimums),
-        dunnable_in_scope=_above_minimum((i for i, a in undisputed if a >= scope_age), minimums),
-        in_scope_with_disputes=_above_minimum((i for i, a in live if a >= scope_age), minimums),
-        upcoming_ids=frozenset(i.invoice_id for i, a in undisputed if scope_age <= a < 1),
+        dunnable_overdue=dunnable_overdue,
+        dunnable_in_scope=dunnable_in_scope,
+        in_scope_with_disputes=_above_minimum(in_scope, minimums),
+        upcoming_ids=upcoming_ids,
+        anchor=_carrying(dunnable_overdue, dunnable_in_scope, upcoming_ids),
     )
 
 
 def carrying_invoice(exp: Exposure) -> OpenInvoice | None:
     """The anchor: the oldest unpaid overdue invoice (largest on a tie); before anything is overdue,
     the invoice with the earliest upcoming due date."""
-    pool = exp.dunnable_overdue or tuple(i for i in exp.dunnable_in_scope if i.invoice_id in exp.upcoming_ids)
+    return exp.anchor
+
+
+def _carrying(
+    dunnable_overdue: tuple[OpenInvoice, ...],
+    dunnable_in_scope: tuple[OpenInvoice, ...],
+    upcoming: frozenset[str],
+) -> OpenInvoice | None:
+    pool = dunnable_overdue or tuple(i for i in dunnable_in_scope if i.invoice_id in upcoming)
     if not pool:
         return None
+    if len(pool) == 1:
+        return pool[0]
     return min(pool, key=lambda i: (i.due_date, -i.amount_due, i.invoice_id))
 
 

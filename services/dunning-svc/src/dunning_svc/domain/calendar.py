@@ -22,18 +22,37 @@ class BusinessCalendar:
     weekend: frozenset[int] = frozenset({5, 6})
 
     def local_date(self, when: datetime) -> date:
-        return when.astimezone(zone(self.time_zone)).date()
+        return _local_date(self.time_zone, when)
 
     def start_of_day(self, day: date) -> datetime:
         """Local midnight of ``day`` as aware UTC."""
-        return datetime.combine(day, time(0), zone(self.time_zone)).astimezone(UTC)
+        return _start_of_day(self.time_zone, day)
 
     def is_business_day(self, day: date) -> bool:
         return day.weekday() not in self.weekend and day not in self.holidays
 
 
+# Pure functions of their arguments, asked for the same few instants by every case of a scheduler batch
+# (the batch's "now", the start of the days the steps fall on): memoised, bounded.
+
+
+@lru_cache(maxsize=8192)
+def _local_date(time_zone: str, when: datetime) -> date:
+    return when.astimezone(zone(time_zone)).date()
+
+
+@lru_cache(maxsize=8192)
+def _start_of_day(time_zone: str, day: date) -> datetime:
+    return datetime.combine(day, time(0), zone(time_zone)).astimezone(UTC)
+
+
 def next_business_moment(when: datetime, cal: BusinessCalendar, start: time, end: time) -> datetime:
     """The earliest instant at or after ``when`` inside business hours on a business day (aware UTC)."""
+    return _next_business_moment(when, cal, start, end)
+
+
+@lru_cache(maxsize=8192)
+def _next_business_moment(when: datetime, cal: BusinessCalendar, start: time, end: time) -> datetime:
     tz = zone(cal.time_zone)
     local = when.astimezone(tz)
     for _ in range(400):

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from ar_events.events import (
     AgencyHandoffRequested,
     AgencyWarningIssued,
+    Channel,
     DunningCaseOpened,
     DunningPaused,
     DunningResolved,
@@ -53,10 +54,11 @@ from dunning_svc.domain.model import (
     PlanInstallment,
     Promise,
     Rejected,
+    evolve,
 )
 from dunning_svc.domain.policy import MESSAGE_ACTIONS, Policy, Step, StepAction
 from dunning_svc.domain.priority import client_risk, task_priority
-from dunning_svc.domain.trusted import build
+from dunning_svc.domain.trusted import maker
 
 _RANK = {
     DunningState.CURRENT: 0,
@@ -72,6 +74,7 @@ _STAGE_OF = {
     StepAction.AGENCY_HANDOFF: DunningState.IN_COLLECTIONS,
 }
 DEFAULT_WARNING_DEADLINE_DAYS = 10
+_DEFAULT_CHANNELS: tuple[Channel, ...] = ReminderRequested.model_fields["channels"].default
 #: a wake-up that should never be needed (everything due fires at once); keeps a stuck case from spinning
 _SAFETY_DELAY = timedelta(hours=1)
 
@@ -123,9 +126,9 @@ def on_payment_applied(case: DunningCase, amount: Money, ctx: Context, now: date
 def count_payment(case: DunningCase, currency: str, amount_minor: int) -> DunningCase:
     """Add cash applied to the client's invoices to the running promise and payment plan."""
     if case.promise is not None and case.promise.currency == currency:
-        case = replace(case, promise=replace(case.promise, paid=case.promise.paid + amount_minor))
+        case = evolve(case, promise=replace(case.promise, paid=case.promise.paid + amount_minor))
     if case.plan is not None and case.plan.currency == currency:
-        case = replace(case, plan=replace(case.plan, paid=case.plan.paid + amount_minor))
+        case = evolve(case, plan=replace(case.plan, paid=case.plan.paid + amount_minor))
     return case
 
 
@@ -150,7 +153,7 @@ def pause(
     if until is not None and until < today:
         raise Rejected(f"until {until.isoformat()} is in the past")
     emit: list[Payload] = []
-    case = replace(
+    case = evolve(
         case,
         state=DunningState.PAUSED,
         pause=Pause(PauseReason.HOLD, since=now, until=until, note=note),
@@ -170,7 +173,7 @@ def resume(case: DunningCase, ctx: Context, now: datetime, why: str = "resumed_b
     previous = case.pause.reason
     case = _resumed(case, emit, now, previous, why)
     if previous is PauseReason.DISPUTE:
-        case = replace(case, local_disputes=frozenset())
+        case = evolve(case, local_disputes=frozenset())
     return _decide(case, emit, ctx, now, None)
 
 
@@ -181,7 +184,7 @@ def escalate_now(case: DunningCase, ctx: Context, now: datetime) -> Decision:
         raise Rejected(f"the case is paused ({case.pause.reason.value}); resume it first")
     if case.reached_step + 1 >= len(ctx.policy.steps):
         raise Rejected("the case is already at the last step of its policy")
-    case = replace(case, escalate_pending=True, escalation_cause="escalated_by_ops", blocking_task=None)
+    case = evolve(case, escalate_pending=True, escalation_cause="escalated_by_ops", blocking_task=None)
     return _decide(case, [], ctx, now, None)
 
 
@@ -220,7 +223,7 @@ def agree_plan(
 
 def assign_collector(case: DunningCase, ctx: Context, now: datetime, collector: Person) -> Decision:
     """Route this client's manual tasks to a named collector instead of the account manager."""
-    return _decide(replace(case, collector=collector), [], ctx, now, None)
+    return _decide(evolve(case, collector=collector), [], ctx, now, None)
 
 
 def complete_task(case: DunningCase, done: TaskCompletion, ctx: Context, now: datetime) -> Decision:
@@ -243,9 +246,9 @@ def complete_task(case: DunningCase, done: TaskCompletion, ctx: Context, now: da
         _task_completed(case, done.task_id, done.outcome, now, done.completed_by, _outcome_note(done))
     )
     if case.blocking_task is not None and case.blocking_task.task_id == done.task_id:
-        case = replace(case, blocking_task=None)
+        case = evolve(case, blocking_task=None)
     if case.wrong_contact_task == done.task_id:
-        case = replace(case, wrong_contact_task=None)
+        case = evolve(case, wrong_contact_task=None)
     if done.outcome is TaskOutcome.PROMISE_TO_PAY:
         assert done.promised_date is not None and done.promised_amount is not None
         case = _record_promise(
@@ -254,7 +257,7 @@ def complete_task(case: DunningCase, done: TaskCompletion, ctx: Context, now: da
     elif done.outcome is TaskOutcome.PAYMENT_PLAN:
         case = _agree_plan(case, ctx, now, emit, f"{done.task_id}-plan", done.installments, None, None)
     elif done.outcome is TaskOutcome.DISPUTE:
-        case = replace(case, local_disputes=case.local_disputes | frozenset(done.dispute_invoice_ids))
+        case = evolve(case, local_disputes=case.local_disputes | frozenset(done.dispute_invoice_ids))
     elif done.outcome is TaskOutcome.WRONG_CONTACT and case.wrong_contact_task is None:
         case = _open_side_task(case, ctx, now, TaskKind.WRONG_CONTACT, emit, note=done.note)
     return _decide(case, emit, ctx, now, None)
@@ -349,7 +352,7 @@ def _expire_timers(case: DunningCase, ctx: Context, now: datetime, emit: list[Pa
     promise = case.promise
     if promise is not None and today > promise.deadline:
         if promise.paid >= promise.amount:
-            case = replace(case, promise=None)
+            case = evolve(case, promise=None)
             if case.pause is not None and case.pause.reason is PauseReason.PROMISE_TO_PAY:
                 case = _resumed(case, emit, now, PauseReason.PROMISE_TO_PAY, "promise_kept")
         else:
@@ -365,7 +368,7 @@ def _expire_timers(case: DunningCase, ctx: Context, now: datetime, emit: list[Pa
                     broken_at=now,
                 )
             )
-            case = replace(case, promise=None)
+            case = evolve(case, promise=None)
             if case.pause is not None and case.pause.reason is PauseReason.PROMISE_TO_PAY:
                 case = _resumed(case, emit, now, PauseReason.PROMISE_TO_PAY, "promise_broken")
             case = _escalate(case, "promise_broken")
@@ -391,21 +394,21 @@ def _expire_timers(case: DunningCase, ctx: Context, now: datetime, emit: list[Pa
                 missed_at=now,
             )
         )
-        case = replace(case, plan=None)
+        case = evolve(case, plan=None)
         plan = None
         if case.pause is not None and case.pause.reason is PauseReason.PAYMENT_PLAN:
             case = _resumed(case, emit, now, PauseReason.PAYMENT_PLAN, "installment_missed")
         case = _escalate(case, "installment_missed")
     if plan is not None:
-        case = replace(case, plan=plan)
+        case = evolve(case, plan=plan)
         if plan.checked >= len(plan.installments):
-            case = replace(case, plan=None)
+            case = evolve(case, plan=None)
             if case.pause is not None and case.pause.reason is PauseReason.PAYMENT_PLAN:
                 case = _resumed(case, emit, now, PauseReason.PAYMENT_PLAN, "plan_completed")
     task = case.blocking_task
     if task is not None and task.sla_due_at is not None and now >= task.sla_due_at:
         emit.append(_task_completed(case, task.task_id, TaskOutcome.SLA_EXPIRED, now, None, "SLA ran out"))
-        case = replace(case, blocking_task=None)
+        case = evolve(case, blocking_task=None)
     return case
 
 
@@ -431,7 +434,7 @@ def _settle_balance(
         return case
     if disputed_only:
         if case.pause is None:
-            case = replace(
+            case = evolve(
                 case,
                 state=DunningState.PAUSED,
                 pause=Pause(PauseReason.DISPUTE, since=now, note="every dunnable invoice is disputed"),
@@ -452,7 +455,7 @@ def _settle_balance(
             resolved_at=now,
         )
     )
-    return replace(
+    return evolve(
         case,
         state=DunningState.RESOLVED,
         stage=DunningState.CURRENT,
@@ -538,7 +541,7 @@ def _open_cycle(
     case: DunningCase, ctx: Context, now: datetime, emit: list[Payload], exp: Exposure
 ) -> DunningCase:
     policy = ctx.new_cycle_policy
-    case = replace(
+    case = evolve(
         case,
         cycle=case.cycle + 1,
         state=DunningState.REMINDING,
@@ -579,7 +582,7 @@ def _fire(
     stage = _STAGE_OF[step.action]
     if _RANK[stage] < _RANK[case.stage]:
         stage = case.stage
-    case = replace(
+    case = evolve(
         case,
         reached_step=k,
         fired_steps=(*case.fired_steps, k),
@@ -590,36 +593,42 @@ def _fire(
     )
     today = ctx.calendar.local_date(now)
     if step.action in MESSAGE_ACTIONS:
-        case = replace(case, level=case.level + 1, last_message_at=now)
-        common = dict(
-            client_id=case.client_id,
-            case_id=case.case_id,
-            cycle=case.cycle,
-            notification_key=notification_key(case.case_id, case.cycle, k),
-            step=k,
-            level=case.level,
-            template=step.template
-            or ("final-notice" if step.action is StepAction.AGENCY_WARNING else f"reminder-{k}"),
-            language=_language(ctx.ledger),
-            sender=_sender(case, step, ctx),
-            recipients=ctx.ledger.recipients(),
-            statement=statement(ctx.ledger, exp, today, case.local_disputes),
-            requested_at=now,
-        )
+        case = evolve(case, level=case.level + 1, last_message_at=now)
+        recipients = ctx.ledger.recipients()
+        if not recipients:
+            raise ValueError(f"no recipient for client {case.client_id}")  # what validation would say
         profile = ctx.ledger.profile
-        if profile is not None:
-            common["channels"] = profile.preferences.channels
-            common["webhook_url"] = profile.preferences.webhook_url
+        prefs = profile.preferences if profile is not None else None
+        # every value below is typed and already valid (validated events, policies, the ledger): the
+        # message is built directly instead of validated again field by field (the scheduler's hot path)
+        common: dict[str, object] = {
+            "client_id": case.client_id,
+            "case_id": case.case_id,
+            "cycle": case.cycle,
+            "notification_key": notification_key(case.case_id, case.cycle, k),
+            "step": k,
+            "level": case.level,
+            "template": step.template
+            or ("final-notice" if step.action is StepAction.AGENCY_WARNING else f"reminder-{k}"),
+            "language": _language(ctx.ledger),
+            "sender": _sender(case, step, ctx),
+            "recipients": recipients,
+            "channels": prefs.channels if prefs is not None else _DEFAULT_CHANNELS,
+            "webhook_url": prefs.webhook_url if prefs is not None else None,
+            "statement": statement(ctx.ledger, exp, today, case.local_disputes),
+            "requested_at": now,
+        }
         if step.action is StepAction.REMINDER:
-            emit.append(ReminderRequested.model_validate(common))
+            emit.append(_make_reminder(**common))
         else:
             deadline = today + timedelta(days=step.deadline_days or DEFAULT_WARNING_DEADLINE_DAYS)
-            case = replace(case, agency_deadline=deadline)
-            emit.append(AgencyWarningIssued.model_validate({**common, "deadline": deadline}))
+            case = evolve(case, agency_deadline=deadline)
+            common["deadline"] = deadline
+            emit.append(_make_warning(**common))
     elif step.action is StepAction.MANUAL_TASK:
         task_id, case = _next_task_id(case)
         sla_due = now + step.sla if step.sla is not None else None
-        case = replace(case, blocking_task=BlockingTask(task_id=task_id, step=k, sla_due_at=sla_due))
+        case = evolve(case, blocking_task=BlockingTask(task_id=task_id, step=k, sla_due_at=sla_due))
         emit.append(
             _task_created(case, ctx, now, task_id, TaskKind.POLICY_STEP, step, k, sla_due, exp, anchor, None)
         )
@@ -640,7 +649,7 @@ def _fire(
 def _escalate(case: DunningCase, cause: str) -> DunningCase:
     if not case.is_open:
         return case
-    return replace(case, escalate_pending=True, escalation_cause=cause, blocking_task=None)
+    return evolve(case, escalate_pending=True, escalation_cause=cause, blocking_task=None)
 
 
 def _escalation_without_step(
@@ -649,7 +658,7 @@ def _escalation_without_step(
     """Escalating past the last step: a person has to look at it."""
     kinds = {"promise_broken": TaskKind.BROKEN_PROMISE, "installment_missed": TaskKind.MISSED_INSTALLMENT}
     kind = kinds.get(case.escalation_cause or "")
-    case = replace(case, escalate_pending=False, escalation_cause=None)
+    case = evolve(case, escalate_pending=False, escalation_cause=None)
     if kind is not None:
         case = _open_side_task(
             case, ctx, now, kind, emit, note="escalation after the last step of the policy"
@@ -670,7 +679,7 @@ def _resumed(
             resumed_at=now,
         )
     )
-    return replace(case, pause=None, state=case.stage if case.is_open else case.state)
+    return evolve(case, pause=None, state=case.stage if case.is_open else case.state)
 
 
 def _paused_event(case: DunningCase, now: datetime) -> DunningPaused:
@@ -724,7 +733,7 @@ def _record_promise(
                 case, case.blocking_task.task_id, TaskOutcome.PROMISE_TO_PAY, now, completed_by, None
             )
         )
-        case = replace(case, blocking_task=None)
+        case = evolve(case, blocking_task=None)
     promise = Promise(
         promise_id=promise_id,
         promised_date=promised_date,
@@ -733,7 +742,7 @@ def _record_promise(
         grace_days=grace,
         recorded_at=now,
     )
-    case = replace(
+    case = evolve(
         case,
         promise=promise,
         plan=None,
@@ -785,7 +794,7 @@ def _agree_plan(
                 case, case.blocking_task.task_id, TaskOutcome.PAYMENT_PLAN, now, completed_by, None
             )
         )
-        case = replace(case, blocking_task=None)
+        case = evolve(case, blocking_task=None)
     plan = Plan(
         plan_id=plan_id,
         currency=ordered[0][1].currency,
@@ -793,7 +802,7 @@ def _agree_plan(
         grace_days=grace,
         agreed_at=now,
     )
-    case = replace(
+    case = evolve(
         case,
         plan=plan,
         promise=None,
@@ -818,7 +827,7 @@ def _agree_plan(
 
 def _next_task_id(case: DunningCase) -> tuple[str, DunningCase]:
     seq = case.task_seq + 1
-    return f"task_{case.case_id[5:]}_{seq}", replace(case, task_seq=seq)
+    return f"task_{case.case_id[5:]}_{seq}", evolve(case, task_seq=seq)
 
 
 def _open_side_task(
@@ -830,7 +839,7 @@ def _open_side_task(
     anchor = carrying_invoice(exp)
     emit.append(_task_created(case, ctx, now, task_id, kind, None, None, None, exp, anchor, note))
     if kind is TaskKind.WRONG_CONTACT:
-        case = replace(case, wrong_contact_task=task_id)
+        case = evolve(case, wrong_contact_task=task_id)
     return case
 
 
@@ -916,9 +925,16 @@ def _sender(case: DunningCase, step: Step, ctx: Context) -> Sender:
     return ctx.ar_sender
 
 
+_make_money = maker(Money)
+_make_line = maker(StatementLine)
+_make_statement = maker(StatementSnapshot)
+_make_reminder = maker(ReminderRequested)
+_make_warning = maker(AgencyWarningIssued)
+
+
 def _money(amount: int, currency: str) -> Money:
     # amounts and currencies here come from validated events: build the values without validating again
-    return build(Money, amount_minor=amount, currency=currency)
+    return _make_money(amount_minor=amount, currency=currency)
 
 
 def _money_list(amounts: dict[str, int]) -> tuple[Money, ...]:
@@ -935,12 +951,10 @@ def statement(
     for inv in live:
         totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
     anchor = carrying_invoice(exp)
-    return build(
-        StatementSnapshot,
+    return _make_statement(
         as_of=today,
         invoices=tuple(
-            build(
-                StatementLine,
+            _make_line(
                 invoice_id=i.invoice_id,
                 number=i.number,
                 issue_date=i.issue_date,

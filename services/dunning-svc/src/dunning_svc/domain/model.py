@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from ar_events.events import (
     ClientProfile,
@@ -18,6 +20,9 @@ from ar_events.events import (
 )
 from dunning_svc.domain.calendar import BusinessCalendar
 from dunning_svc.domain.policy import Policy
+from dunning_svc.domain.trusted import maker
+
+_make_person = maker(Person)
 
 _CASE_NAMESPACE = uuid.UUID("7b0c3f0e-4d8f-4f57-9a53-2b6c2f4d9e11")
 
@@ -74,7 +79,7 @@ def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
     else:
         chosen = contacts
     # the addresses were validated with the profile: build the values without validating them again
-    return tuple(Person.model_construct(name=c.name, email=c.email) for c in chosen)
+    return tuple(_make_person(name=c.name, email=c.email) for c in chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +179,28 @@ class DunningCase:
     @classmethod
     def new(cls, client_id: str) -> DunningCase:
         return cls(case_id=case_id_for(client_id), client_id=client_id)
+
+
+def _make_evolve() -> Callable[..., DunningCase]:
+    """``dataclasses.replace`` for DunningCase without its generic walk (it ran twice per scheduler step):
+    straight-line code generated once from the fields, keyword-only so a wrong name still raises."""
+    names = [f.name for f in fields(DunningCase)]
+    lines = [f"def evolve(c, *, {', '.join(f'{n}=_M' for n in names)}):", "    n = _new(_C)"]
+    lines += [f"    _set(n, {n!r}, c.{n} if {n} is _M else {n})" for n in names]
+    lines.append("    return n")
+    scope: dict[str, Any] = {
+        "_M": object(),
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_C": DunningCase,
+    }
+    exec("\n".join(lines), scope)  # noqa: S102  (our own field names, generated at import)
+    fn: Callable[..., DunningCase] = scope["evolve"]
+    return fn
+
+
+#: ``evolve(case, **changes)``: a copy of the case with ``changes`` (like ``dataclasses.replace``)
+evolve: Callable[..., DunningCase] = _make_evolve()
 
 
 @dataclass(frozen=True, slots=True)

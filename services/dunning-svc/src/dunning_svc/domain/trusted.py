@@ -8,6 +8,7 @@ dict directly when *every* field is given (the same end state as ``model_constru
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -44,3 +45,28 @@ def build(cls: type[M], **values: Any) -> M:
     _setattr(m, "__pydantic_extra__", None)
     _setattr(m, "__pydantic_private__", None)
     return m
+
+
+def maker(cls: type[M]) -> Callable[..., M]:
+    """A constructor for trusted values of ``cls`` taking every field by keyword (a missing or unknown one
+    raises ``TypeError``): ``build`` without its per-call checks, for the models built once per step or line."""
+    names = _plain_fields(cls)
+    if names is None:
+        raise TypeError(f"{cls.__name__} cannot be built directly")
+    order = list(cls.__pydantic_fields__)
+    params = ", ".join(order)
+    values = ", ".join(f"{n!r}: {n}" for n in order)
+    fields_set = ", ".join(repr(n) for n in order)
+    src = (
+        f"def make_{cls.__name__}(*, {params}):\n"
+        "    m = _new(_C)\n"
+        f"    _set(m, '__dict__', {{{values}}})\n"
+        f"    _set(m, '__pydantic_fields_set__', {{{fields_set}}})\n"
+        "    _set(m, '__pydantic_extra__', None)\n"
+        "    _set(m, '__pydantic_private__', None)\n"
+        "    return m\n"
+    )
+    scope: dict[str, Any] = {"_new": object.__new__, "_set": _setattr, "_C": cls}
+    exec(src, scope)  # noqa: S102  (field names of our own models, generated once at import)
+    fn: Callable[..., M] = scope[f"make_{cls.__name__}"]
+    return fn
