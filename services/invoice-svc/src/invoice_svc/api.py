@@ -181,12 +181,10 @@ async def issue_invoice(
         if guard.replay is not None:
             return guard.replay
         rec = await handlers.issue_invoice(uow, body, request.app.state.links)
-        response = await guard.complete(
-            uow.session,
-            201,
-            InvoiceOut.of(rec).model_dump(mode="json"),
-            headers={"Location": f"/v1/invoices/{rec.invoice.id}"},
+        stored, response = guard.prepare(
+            201, InvoiceOut.of(rec), headers={"Location": f"/v1/invoices/{rec.invoice.id}"}
         )
+        uow.record_response(stored)  # written with the invoice (PostgreSQL: the same statement)
         await uow.commit()
     return response
 

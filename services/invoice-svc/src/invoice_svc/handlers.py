@@ -276,8 +276,7 @@ async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()
         voided_at=None,
         void_reason=None,
     )
-    await uow.invoices.add(rec)
-    await uow.invoices.add_ledger([ledger_entry(fresh, LedgerKind.ISSUE, totals.total, issue_date)])
+    await uow.invoices.add(rec, [ledger_entry(fresh, LedgerKind.ISSUE, totals.total, issue_date)])
     await uow.store(replace(decision, invoices=()))
     cur = body.currency
     uow.emit(

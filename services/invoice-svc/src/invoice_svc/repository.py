@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     tuple_,
     update,
 )
@@ -39,7 +40,7 @@ from ar_events.envelope import Envelope, new_event
 from ar_events.events import Payload
 from ar_events.outbox import enqueue
 from ar_events.tables import BigId, UtcDateTime, add_plumbing_tables
-from ar_web import add_web_tables
+from ar_web import StoredResponse, add_web_tables
 from invoice_svc.domain.allocation import Decision
 from invoice_svc.domain.invoicing import Dispute, DisputeStatus
 from invoice_svc.domain.model import Allocation, Invoice, InvoiceStatus, LedgerEntry, Payment
@@ -234,6 +235,47 @@ _INSERT_INVOICE = insert(invoice)
 _INSERT_LINES = insert(invoice_line)
 _INSERT_LEDGER = insert(ledger_entry)
 
+_INVOICE_COLUMNS = tuple(c.name for c in invoice.columns)
+
+
+def _issue_sql(*, responding: bool) -> Any:
+    """PostgreSQL: a new invoice, its lines and ledger entries (and the idempotent response) in ONE statement.
+
+    Data-modifying CTEs run once each whether referenced or not, and the foreign keys of the lines and
+    ledger rows are checked at the end of the statement, after the invoice row exists. The lines and entries
+    come as one array per column (``unnest``), so the statement text, and its prepared plan, never depend on
+    how many there are.
+    """
+    sql = f"""WITH new_invoice AS (
+    INSERT INTO invoice ({", ".join(_INVOICE_COLUMNS)})
+    VALUES ({", ".join(":i_" + c for c in _INVOICE_COLUMNS)})
+), new_lines AS (
+    INSERT INTO invoice_line (invoice_id, position, description, quantity, unit_price_minor, tax_rate_bp, net, tax)
+    SELECT :i_id, l.* FROM unnest(
+        CAST(:l_position AS integer[]), CAST(:l_description AS text[]), CAST(:l_quantity AS bigint[]),
+        CAST(:l_unit_price_minor AS bigint[]), CAST(:l_tax_rate_bp AS integer[]), CAST(:l_net AS bigint[]),
+        CAST(:l_tax AS bigint[])
+    ) AS l
+), new_ledger AS (
+    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
+    SELECT e.* FROM unnest(
+        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
+        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
+        CAST(:e_amount AS bigint[])
+    ) AS e
+)"""
+    if responding:
+        sql += """, response AS (
+    UPDATE idempotency_key
+    SET status_code = :r_status_code, response_body = :r_response_body, response_headers = :r_response_headers
+    WHERE scope = :r_scope AND key = :r_key
+)"""
+    return text(sql + "\nSELECT 1")
+
+
+_ISSUE_PG = _issue_sql(responding=False)
+_ISSUE_PG_RESPONDING = _issue_sql(responding=True)
+
 
 # --------------------------------------------------------------------------------------------------
 # Records the API shows (richer than the domain objects)
@@ -328,6 +370,47 @@ def client_values(c: ClientRecord) -> dict[str, Any]:
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
+
+
+def _invoice_values(rec: InvoiceRecord) -> dict[str, Any]:
+    inv = rec.invoice
+    d = inv.discount
+    return dict(
+        id=inv.id,
+        client_id=inv.client_id,
+        number=inv.number,
+        currency=inv.currency,
+        issue_date=inv.issue_date,
+        due_date=inv.due_date,
+        subtotal=rec.subtotal,
+        tax=rec.tax,
+        total=inv.total,
+        credit_applied=rec.credit_applied,
+        discount_rate_bp=d.rate_bp if d else None,
+        discount_days=d.days if d else None,
+        discount_until=d.until if d else None,
+        discount_amount=d.amount if d else None,
+        created_at=rec.created_at,
+        voided_at=None,
+        void_reason=None,
+        **_invoice_state(inv),
+    )
+
+
+def _line_values(rec: InvoiceRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "invoice_id": rec.invoice.id,
+            "position": n,
+            "description": li.description,
+            "quantity": li.quantity,
+            "unit_price_minor": li.unit_price_minor,
+            "tax_rate_bp": li.tax_rate_bp,
+            "net": li.net,
+            "tax": li.tax,
+        }
+        for n, li in enumerate(rec.lines)
+    ]
 
 
 def _invoice(r: Any) -> Invoice:
@@ -488,8 +571,10 @@ class ClientRepository:
 
 
 class InvoiceRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, fold: bool = False) -> None:
         self.session = session
+        self.fold = fold
+        self._held: tuple[InvoiceRecord, list[LedgerEntry]] | None = None
 
     async def get(self, invoice_id: str) -> Invoice | None:
         row = (await self.session.execute(select(invoice).where(invoice.c.id == invoice_id))).first()
@@ -550,49 +635,59 @@ class InvoiceRepository:
         stmt = select(invoice.c.id).where(invoice.c.client_id == client_id, invoice.c.number == number)
         return (await self.session.execute(stmt)).first() is not None
 
-    async def add(self, rec: InvoiceRecord) -> None:
-        inv = rec.invoice
-        d = inv.discount
-        await self.session.execute(
-            _INSERT_INVOICE,
-            dict(
-                id=inv.id,
-                client_id=inv.client_id,
-                number=inv.number,
-                currency=inv.currency,
-                issue_date=inv.issue_date,
-                due_date=inv.due_date,
-                subtotal=rec.subtotal,
-                tax=rec.tax,
-                total=inv.total,
-                credit_applied=rec.credit_applied,
-                discount_rate_bp=d.rate_bp if d else None,
-                discount_days=d.days if d else None,
-                discount_until=d.until if d else None,
-                discount_amount=d.amount if d else None,
-                created_at=rec.created_at,
-                voided_at=None,
-                void_reason=None,
-                **_invoice_state(inv),
-            ),
-        )
+    async def add(self, rec: InvoiceRecord, ledger: Iterable[LedgerEntry] = ()) -> None:
+        """A new invoice with its lines and ledger entries.
+
+        With ``fold`` (PostgreSQL) the rows are held until :meth:`flush` (the unit of work calls it before
+        any other write and at commit), which writes them in one statement, together with the idempotent
+        response when there is one.
+        """
+        entries = [e for e in ledger if e.amount != 0]
+        if self.fold:
+            await self.flush()
+            self._held = (rec, entries)
+            return
+        await self.session.execute(_INSERT_INVOICE, _invoice_values(rec))
         if rec.lines:
-            await self.session.execute(
-                _INSERT_LINES,
-                [
-                    {
-                        "invoice_id": inv.id,
-                        "position": n,
-                        "description": li.description,
-                        "quantity": li.quantity,
-                        "unit_price_minor": li.unit_price_minor,
-                        "tax_rate_bp": li.tax_rate_bp,
-                        "net": li.net,
-                        "tax": li.tax,
-                    }
-                    for n, li in enumerate(rec.lines)
-                ],
-            )
+            await self.session.execute(_INSERT_LINES, _line_values(rec))
+        await self.add_ledger(entries)
+
+    async def flush(self, response: StoredResponse | None = None) -> bool:
+        """Write a held invoice (and ``response``); True when ``response`` was written with it."""
+        held, self._held = self._held, None
+        if held is None:
+            return False
+        rec, entries = held
+        params = {f"i_{k}": v for k, v in _invoice_values(rec).items()}
+        lines = rec.lines
+        params.update(
+            l_position=list(range(len(lines))),
+            l_description=[li.description for li in lines],
+            l_quantity=[li.quantity for li in lines],
+            l_unit_price_minor=[li.unit_price_minor for li in lines],
+            l_tax_rate_bp=[li.tax_rate_bp for li in lines],
+            l_net=[li.net for li in lines],
+            l_tax=[li.tax for li in lines],
+            e_invoice_id=[e.invoice_id for e in entries],
+            e_client_id=[e.client_id for e in entries],
+            e_currency=[e.currency for e in entries],
+            e_due_date=[e.due_date for e in entries],
+            e_entry_date=[e.entry_date for e in entries],
+            e_kind=[e.kind.value for e in entries],
+            e_amount=[e.amount for e in entries],
+        )
+        if response is None:
+            await self.session.execute(_ISSUE_PG, params)
+            return False
+        params.update(
+            r_status_code=response.status_code,
+            r_response_body=response.response_body,
+            r_response_headers=response.response_headers,
+            r_scope=response.scope,
+            r_key=response.key,
+        )
+        await self.session.execute(_ISSUE_PG_RESPONDING, params)
+        return True
 
     async def save(self, inv: Invoice, **extra: Any) -> None:
         await self.session.execute(
@@ -999,16 +1094,14 @@ class UnitOfWork:
         self.caused_by = caused_by
         self.correlation_id = correlation_id
         self.on_commit = on_commit
+        self.dialect = session.get_bind().dialect.name
         self.clients = ClientRepository(session)
-        self.invoices = InvoiceRepository(session)
+        self.invoices = InvoiceRepository(session, fold=self.dialect == "postgresql")
         self.disputes = DisputeRepository(session)
         self.payments = PaymentRepository(session)
         self.reports = ReportRepository(session)
         self._pending: list[Envelope[Any]] = []
-
-    @property
-    def dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        self._response: StoredResponse | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         return self
@@ -1034,7 +1127,18 @@ class UnitOfWork:
             pending, self._pending = self._pending, []
             await enqueue(self.session, *pending, now=self.clock.now())
 
+    def record_response(self, response: StoredResponse | None) -> None:
+        """Store an idempotent response (``IdempotencyGuard.prepare``) with this transaction's writes."""
+        self._response = response
+
+    async def flush(self) -> None:
+        """Write what is held back: a new invoice (PostgreSQL) with the recorded response in one statement."""
+        response, self._response = self._response, None
+        if not await self.invoices.flush(response) and response is not None:
+            await self.session.execute(response.statement())
+
     async def commit(self) -> None:
+        await self.flush()
         await self.flush_events()
         if self.owns_transaction:
             await self.session.commit()
@@ -1043,6 +1147,9 @@ class UnitOfWork:
 
     async def store(self, decision: Decision) -> None:
         """Persist an allocation decision: invoices, payments, allocation rows, ledger entries."""
+        if not (decision.invoices or decision.payments or decision.allocations or decision.ledger):
+            return
+        await self.invoices.flush()  # rows below may refer to an invoice held back by ``invoices.add``
         for inv in decision.invoices:
             await self.invoices.save(inv)
         for p in decision.payments:
