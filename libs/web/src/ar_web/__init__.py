@@ -20,6 +20,7 @@ from ar_web.idempotency import (
     StoredResponse,
     begin_idempotent,
     fingerprint,
+    idempotency_guard,
 )
 from ar_web.logs import configure_logging, correlation_id_var, correlation_scope, current_correlation_id
 from ar_web.migrations import create_web_tables, drop_web_tables
@@ -59,6 +60,7 @@ __all__ = [
     "fingerprint",
     "generate_api_key",
     "hash_api_key",
+    "idempotency_guard",
     "kafka_check",
     "make_page",
     "page_params",

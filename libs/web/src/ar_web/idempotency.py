@@ -94,6 +94,46 @@ class IdempotencyGuard:
     fingerprint: str
     replay: Response | None = None
 
+    def reservation(self, now: datetime) -> dict[str, Any]:
+        """The ``idempotency_key`` row that reserves ``(scope, key)`` while the request runs."""
+        return {"scope": self.scope, "key": self.key, "fingerprint": self.fingerprint, "created_at": now}
+
+    async def resolve(self, session: AsyncSession) -> None:
+        """Someone else reserved the key: set :attr:`replay` to the stored response, or raise a 409 problem."""
+        row = (
+            await session.execute(
+                select(
+                    IDEMPOTENCY_KEY.c.fingerprint,
+                    IDEMPOTENCY_KEY.c.status_code,
+                    IDEMPOTENCY_KEY.c.response_body,
+                    IDEMPOTENCY_KEY.c.response_headers,
+                ).where(IDEMPOTENCY_KEY.c.scope == self.scope, IDEMPOTENCY_KEY.c.key == self.key)
+            )
+        ).first()
+        if row is None or row.status_code is None:
+            raise ProblemError(
+                409,
+                "Request in progress",
+                "Another request with this Idempotency-Key is still being processed; retry later",
+                field="Idempotency-Key",
+                headers={"Retry-After": "1"},
+            )
+        if row.fingerprint != self.fingerprint:
+            raise ProblemError(
+                409,
+                "Idempotency-Key reused",
+                "This Idempotency-Key was already used with a different request body",
+                field="Idempotency-Key",
+            )
+        headers = dict(json.loads(row.response_headers)) if row.response_headers else {}
+        headers[REPLAY_HEADER] = "true"
+        self.replay = Response(
+            content=(row.response_body or "null").encode(),
+            status_code=row.status_code,
+            media_type="application/json",
+            headers=headers,
+        )
+
     async def complete(
         self,
         session: AsyncSession,
@@ -138,6 +178,17 @@ class IdempotencyGuard:
         return stored, response
 
 
+def idempotency_guard(*, scope: str, key: str | None, request: Any) -> IdempotencyGuard:
+    """A guard for ``(scope, key)`` that has not reserved anything yet (no I/O).
+
+    For a service that folds the reservation into one of its own statements: insert
+    ``guard.reservation(now)`` into ``idempotency_key`` with ``ON CONFLICT DO NOTHING``, and when no row
+    was inserted, ``await guard.resolve(session)``. :func:`begin_idempotent` does both.
+    """
+    # Without a key there is nothing to compare with, so no fingerprint.
+    return IdempotencyGuard(scope=scope, key=key, fingerprint=fingerprint(request) if key is not None else "")
+
+
 async def begin_idempotent(
     session: AsyncSession,
     *,
@@ -152,11 +203,10 @@ async def begin_idempotent(
     Raises 409 ProblemError when the key was used with another request body, or is held by a request
     that committed without completing.
     """
+    guard = idempotency_guard(scope=scope, key=key, request=request)
     if key is None:
-        return IdempotencyGuard(scope=scope, key=None, fingerprint="")  # nothing to compare with
-    digest = fingerprint(request)
-    when = now or datetime.now(UTC)
-    values = {"scope": scope, "key": key, "fingerprint": digest, "created_at": when}
+        return guard
+    values = guard.reservation(now or datetime.now(UTC))
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         stmt: Any = postgresql.insert(IDEMPOTENCY_KEY).values(**values).on_conflict_do_nothing()
@@ -165,42 +215,9 @@ async def begin_idempotent(
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise RuntimeError(f"idempotency keys are not supported on {dialect}")
     result = await session.execute(stmt)
-    if getattr(result, "rowcount", 0) == 1:
-        return IdempotencyGuard(scope=scope, key=key, fingerprint=digest)
-    row = (
-        await session.execute(
-            select(
-                IDEMPOTENCY_KEY.c.fingerprint,
-                IDEMPOTENCY_KEY.c.status_code,
-                IDEMPOTENCY_KEY.c.response_body,
-                IDEMPOTENCY_KEY.c.response_headers,
-            ).where(IDEMPOTENCY_KEY.c.scope == scope, IDEMPOTENCY_KEY.c.key == key)
-        )
-    ).first()
-    if row is None or row.status_code is None:
-        raise ProblemError(
-            409,
-            "Request in progress",
-            "Another request with this Idempotency-Key is still being processed; retry later",
-            field="Idempotency-Key",
-            headers={"Retry-After": "1"},
-        )
-    if row.fingerprint != digest:
-        raise ProblemError(
-            409,
-            "Idempotency-Key reused",
-            "This Idempotency-Key was already used with a different request body",
-            field="Idempotency-Key",
-        )
-    headers = dict(json.loads(row.response_headers)) if row.response_headers else {}
-    headers[REPLAY_HEADER] = "true"
-    replay = Response(
-        content=(row.response_body or "null").encode(),
-        status_code=row.status_code,
-        media_type="application/json",
-        headers=headers,
-    )
-    return IdempotencyGuard(scope=scope, key=key, fingerprint=digest, replay=replay)
+    if getattr(result, "rowcount", 0) != 1:
+        await guard.resolve(session)
+    return guard
 
 
 async def purge_idempotency_keys(session: AsyncSession, older_than: timedelta, *, now: datetime) -> int:

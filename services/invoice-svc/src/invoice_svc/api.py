@@ -23,6 +23,7 @@ from ar_web import (
     begin_idempotent,
     create_service_app,
     database_check,
+    idempotency_guard,
     kafka_check,
     make_page,
     page_params,
@@ -173,14 +174,17 @@ async def issue_invoice(
     request: Request, body: InvoiceIn, principal: Writer, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Issue an invoice; totals in minor units, tax rounded half-up per line. Emits InvoiceIssued."""
+    guard = idempotency_guard(
+        scope=f"POST /v1/invoices:{principal.key_id}", key=idempotency_key, request=body
+    )
     async with _uow(request) as uow:
-        guard = await begin_idempotent(
-            uow.session, scope=f"POST /v1/invoices:{principal.key_id}", key=idempotency_key, request=body,
-            now=uow.clock.now(),
-        )  # fmt: skip
-        if guard.replay is not None:
+        # The Idempotency-Key reservation rides on the handler's first read (one round trip on PostgreSQL).
+        reserve = guard.reservation(uow.clock.now()) if idempotency_key is not None else None
+        found = await uow.clients.for_issue(body.client_id, body.currency, body.number, reserve=reserve)
+        if not found.reserved:
+            await guard.resolve(uow.session)  # the stored response, or a 409 problem
             return guard.replay
-        rec = await handlers.issue_invoice(uow, body, request.app.state.links)
+        rec = await handlers.issue_invoice(uow, body, request.app.state.links, found)
         stored, response = guard.prepare(
             201, InvoiceOut.of(rec), headers={"Location": f"/v1/invoices/{rec.invoice.id}"}
         )

@@ -30,9 +30,11 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
@@ -231,6 +233,25 @@ _FOR_ISSUE = select(
     .where(invoice.c.client_id == client.c.id, invoice.c.number == bindparam("number"))
     .label("taken"),
 ).where(client.c.id == bindparam("client_id"))
+_FOUND = _FOR_ISSUE.subquery("found")
+_RESERVE_PG = (
+    postgresql.insert(web.idempotency_key)
+    .values(
+        scope=bindparam("r_scope"),
+        key=bindparam("r_key"),
+        fingerprint=bindparam("r_fingerprint"),
+        created_at=bindparam("r_created_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(web.idempotency_key.c.key)
+    .cte("reserved")
+)
+_ONE = select(literal(1).label("one")).subquery("one")
+#: PostgreSQL: the Idempotency-Key reservation (``ar_web``'s INSERT .. ON CONFLICT DO NOTHING) and _FOR_ISSUE
+#: in one round trip; ``reserved`` is false when another request holds the key.
+_FOR_ISSUE_RESERVING_PG = select(exists(select(_RESERVE_PG.c.key)).label("reserved"), *_FOUND.c).select_from(
+    _ONE.outerjoin(_FOUND, true())
+)
 _INSERT_INVOICE = insert(invoice)
 _INSERT_LINES = insert(invoice_line)
 _INSERT_LEDGER = insert(ledger_entry)
@@ -311,6 +332,16 @@ class InvoiceRecord:
     created_at: datetime
     voided_at: datetime | None
     void_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssueLookup:
+    """What issuing an invoice reads first (see ``ClientRepository.for_issue``)."""
+
+    client: ClientRecord | None
+    has_credit: bool
+    number_taken: bool
+    reserved: bool = True  # the Idempotency-Key reservation was inserted (or there was none to insert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,14 +558,30 @@ class ClientRepository:
         return _client_record(row) if row else None
 
     async def for_issue(
-        self, client_id: str, currency: str, number: str
-    ) -> tuple[ClientRecord | None, bool, bool]:
-        """One round trip for issuing: the client, whether it has credit in ``currency``, whether ``number`` is taken."""
-        params = {"client_id": client_id, "currency": currency, "number": number}
-        row = (await self.session.execute(_FOR_ISSUE, params)).first()
+        self, client_id: str, currency: str, number: str, *, reserve: Mapping[str, Any] | None = None
+    ) -> IssueLookup:
+        """What issuing needs: the client, whether it has credit in ``currency``, whether ``number`` is taken.
+
+        ``reserve`` (``IdempotencyGuard.reservation``) also inserts the Idempotency-Key reservation, unless
+        another request holds the key (then ``reserved`` is false); on PostgreSQL in the same round trip.
+        """
+        params: dict[str, Any] = {"client_id": client_id, "currency": currency, "number": number}
+        reserved = True
+        if reserve is None:
+            row = (await self.session.execute(_FOR_ISSUE, params)).first()
+        elif self.session.get_bind().dialect.name == "postgresql":
+            params.update({f"r_{k}": v for k, v in reserve.items()})
+            row = (await self.session.execute(_FOR_ISSUE_RESERVING_PG, params)).first()
+            assert row is not None  # one row, with the client's columns NULL when there is no such client
+            reserved = bool(row.reserved)
+            row = row if row.id is not None else None
+        else:
+            insert_key = sqlite.insert(web.idempotency_key).values(**reserve).on_conflict_do_nothing()
+            reserved = getattr(await self.session.execute(insert_key), "rowcount", 0) == 1
+            row = (await self.session.execute(_FOR_ISSUE, params)).first()
         if row is None:
-            return None, False, False
-        return _client_record(row), bool(row.has_credit), bool(row.taken)
+            return IssueLookup(None, False, False, reserved)
+        return IssueLookup(_client_record(row), bool(row.has_credit), bool(row.taken), reserved)
 
     async def by_external_id(self, external_id: str) -> ClientRecord | None:
         row = (await self.session.execute(select(client).where(client.c.external_id == external_id))).first()
