@@ -294,6 +294,85 @@ def _issue_sql(*, responding: bool) -> Any:
     return text(sql + "\nSELECT 1")
 
 
+#: PostgreSQL: a whole allocation Decision in ONE statement (was one per invoice, payment and allocation row).
+#: Allocation rows keep their order (``ORDER BY ordinality`` feeds the identity column in creation order, which
+#: undo relies on: newest first).
+_STORE_PG = text("""WITH changed_invoices AS (
+    UPDATE invoice SET amount_due = u.amount_due, paid_amount = u.paid_amount,
+        credited_amount = u.credited_amount, status = u.status, disputed = u.disputed, paid_at = u.paid_at
+    FROM unnest(
+        CAST(:v_id AS text[]), CAST(:v_amount_due AS bigint[]), CAST(:v_paid_amount AS bigint[]),
+        CAST(:v_credited_amount AS bigint[]), CAST(:v_status AS text[]), CAST(:v_disputed AS boolean[]),
+        CAST(:v_paid_at AS timestamptz[])
+    ) AS u(id, amount_due, paid_amount, credited_amount, status, disputed, paid_at)
+    WHERE invoice.id = u.id
+), changed_payments AS (
+    UPDATE payment SET allocated = u.allocated, refunded = u.refunded, held = u.held
+    FROM unnest(
+        CAST(:p_id AS text[]), CAST(:p_allocated AS bigint[]), CAST(:p_refunded AS bigint[]),
+        CAST(:p_held AS bigint[])
+    ) AS u(id, allocated, refunded, held)
+    WHERE payment.id = u.id
+), new_allocations AS (
+    INSERT INTO allocation (payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
+        cause, reverses, created_at)
+    SELECT a.payment_id, a.invoice_id, a.client_id, a.currency, a.amount, a.discount, a.value_date, a.days_late,
+        a.cause, a.reverses, a.created_at
+    FROM unnest(
+        CAST(:a_payment_id AS text[]), CAST(:a_invoice_id AS text[]), CAST(:a_client_id AS text[]),
+        CAST(:a_currency AS text[]), CAST(:a_amount AS bigint[]), CAST(:a_discount AS bigint[]),
+        CAST(:a_value_date AS date[]), CAST(:a_days_late AS integer[]), CAST(:a_cause AS text[]),
+        CAST(:a_reverses AS bigint[]), CAST(:a_created_at AS timestamptz[])
+    ) WITH ORDINALITY AS a(payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
+        cause, reverses, created_at, n)
+    ORDER BY a.n
+), new_ledger AS (
+    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
+    SELECT e.* FROM unnest(
+        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
+        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
+        CAST(:e_amount AS bigint[])
+    ) AS e
+)
+SELECT 1""")
+
+
+def _store_params(decision: Decision) -> dict[str, Any]:
+    invs, pays, allocs = decision.invoices, decision.payments, decision.allocations
+    entries = [e for e in decision.ledger if e.amount != 0]
+    return {
+        "v_id": [i.id for i in invs],
+        "v_amount_due": [i.amount_due for i in invs],
+        "v_paid_amount": [i.paid_amount for i in invs],
+        "v_credited_amount": [i.credited_amount for i in invs],
+        "v_status": [i.status.value for i in invs],
+        "v_disputed": [i.disputed for i in invs],
+        "v_paid_at": [i.paid_at for i in invs],
+        "p_id": [p.id for p in pays],
+        "p_allocated": [p.allocated for p in pays],
+        "p_refunded": [p.refunded for p in pays],
+        "p_held": [p.held for p in pays],
+        "a_payment_id": [a.payment_id for a in allocs],
+        "a_invoice_id": [a.invoice_id for a in allocs],
+        "a_client_id": [a.client_id for a in allocs],
+        "a_currency": [a.currency for a in allocs],
+        "a_amount": [a.amount for a in allocs],
+        "a_discount": [a.discount for a in allocs],
+        "a_value_date": [a.value_date for a in allocs],
+        "a_days_late": [a.days_late for a in allocs],
+        "a_cause": [a.cause for a in allocs],
+        "a_reverses": [a.reverses for a in allocs],
+        "a_created_at": [a.created_at for a in allocs],
+        "e_invoice_id": [e.invoice_id for e in entries],
+        "e_client_id": [e.client_id for e in entries],
+        "e_currency": [e.currency for e in entries],
+        "e_due_date": [e.due_date for e in entries],
+        "e_entry_date": [e.entry_date for e in entries],
+        "e_kind": [e.kind.value for e in entries],
+        "e_amount": [e.amount for e in entries],
+    }
+
+
 _ISSUE_PG = _issue_sql(responding=False)
 _ISSUE_PG_RESPONDING = _issue_sql(responding=True)
 
@@ -1197,6 +1276,9 @@ class UnitOfWork:
         if not (decision.invoices or decision.payments or decision.allocations or decision.ledger):
             return
         await self.invoices.flush()  # rows below may refer to an invoice held back by ``invoices.add``
+        if self.invoices.fold:
+            await self.session.execute(_STORE_PG, _store_params(decision))
+            return
         for inv in decision.invoices:
             await self.invoices.save(inv)
         for p in decision.payments:
