@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects import postgresql
 
 from ar_events.broker import EmbeddedBroker, free_port
@@ -268,6 +268,53 @@ async def _aging(base: str, db_url: str) -> dict[str, Any]:
     }
 
 
+CONSUMER_PAYMENTS = 2_000
+CONSUMER_BATCH = 500
+
+
+async def _consumer(db_url: str) -> dict[str, float]:
+    """Diagnostic: PaymentReceived applied by invoice-svc's consumer handler, as the ConsumerRunner applies a
+    poll: CONSUMER_BATCH records per transaction (no broker, no inbox rows). Each payment of 600.00 EUR goes to
+    its client's open invoices (those issued by the throughput phase), oldest first."""
+    from ar_events import events as ev
+    from ar_events.envelope import new_event
+    from ar_events.settings import DatabaseSettings
+    from invoice_svc.bootstrap import build, consumer_handlers
+    from invoice_svc.repository import client as client_t
+    from invoice_svc.settings import Settings
+
+    runtime = build(Settings(database=DatabaseSettings(url=db_url, pool_size=2)))
+    handle = consumer_handlers(runtime.clock)[ev.PaymentReceived.TYPE]
+    try:
+        async with runtime.sessionmaker() as session:
+            ids = list(
+                (await session.execute(select(client_t.c.id).where(client_t.c.external_id.like("BENCH-%"))))
+                .scalars()
+                .all()
+            )
+        now = datetime.now(UTC)
+        envelopes = [
+            new_event(
+                ev.PaymentReceived(
+                    client_id=ids[n % len(ids)], payment_id=f"pay_bench_{uuid.uuid4().hex}",
+                    amount={"amount_minor": 60_000, "currency": "EUR"}, method=ev.PaymentMethod.TRANSFER,
+                    processor="bench", received_at=now,
+                ),
+                source="payment-svc", time=now,
+            )
+            for n in range(CONSUMER_PAYMENTS)
+        ]  # fmt: skip
+        cpu0, started = time.process_time(), time.perf_counter()
+        for i in range(0, len(envelopes), CONSUMER_BATCH):
+            async with runtime.sessionmaker() as session, session.begin():
+                for envelope in envelopes[i : i + CONSUMER_BATCH]:
+                    await handle(session, envelope)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    finally:
+        await runtime.engine.dispose()
+    return {"per_s": len(envelopes) / elapsed, "cpu_ms": 1000 * cpu / len(envelopes)}
+
+
 async def main() -> dict[str, Any]:
     name = f"bench_invoice_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_SERVER)
@@ -288,6 +335,7 @@ async def main() -> dict[str, Any]:
             base = f"http://127.0.0.1:{port}"
             tp = await _throughput(base)
             aging = await _aging(base, db_url)
+            consumer = await _consumer(db_url)
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -315,6 +363,8 @@ async def main() -> dict[str, Any]:
     print("  EXPLAIN (ANALYZE, BUFFERS):")
     for line in aging["plan"]:
         print("    " + line)
+    print(f"payment consumer handler (diagnostic; {CONSUMER_BATCH} PaymentReceived per transaction, no broker):"
+          f" {consumer['per_s']:.0f} payments/s, {consumer['cpu_ms']:.2f} ms CPU per payment")  # fmt: skip
     figures = [
         {
             "name": "invoices issued through REST (1 uvicorn worker, PostgreSQL)",
@@ -343,6 +393,7 @@ async def main() -> dict[str, Any]:
         "aging_invoices": AGING_INVOICES,
         "aging_plan": aging["plan"],
         "concurrency": CONCURRENCY,
+        "consumer": {k: round(v, 2) for k, v in consumer.items()},
     }
 
 

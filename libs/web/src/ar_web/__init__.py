@@ -14,7 +14,14 @@ from ar_web.auth import (
     revoke_api_key,
 )
 from ar_web.health import ReadinessCheck, database_check, kafka_check, tcp_check
-from ar_web.idempotency import IdempotencyGuard, IdempotencyKey, begin_idempotent, fingerprint
+from ar_web.idempotency import (
+    IdempotencyGuard,
+    IdempotencyKey,
+    StoredResponse,
+    begin_idempotent,
+    fingerprint,
+    idempotency_guard,
+)
 from ar_web.logs import configure_logging, correlation_id_var, correlation_scope, current_correlation_id
 from ar_web.migrations import create_web_tables, drop_web_tables
 from ar_web.pagination import Page, PageParams, decode_cursor, encode_cursor, make_page, page_params
@@ -34,6 +41,7 @@ __all__ = [
     "Problem",
     "ProblemError",
     "ReadinessCheck",
+    "StoredResponse",
     "WebTables",
     "add_web_tables",
     "authenticated",
@@ -52,6 +60,7 @@ __all__ = [
     "fingerprint",
     "generate_api_key",
     "hash_api_key",
+    "idempotency_guard",
     "kafka_check",
     "make_page",
     "page_params",

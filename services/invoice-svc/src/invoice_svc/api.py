@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.responses import Response
 
 from ar_events.clock import Clock
@@ -23,6 +23,7 @@ from ar_web import (
     begin_idempotent,
     create_service_app,
     database_check,
+    idempotency_guard,
     kafka_check,
     make_page,
     page_params,
@@ -173,20 +174,21 @@ async def issue_invoice(
     request: Request, body: InvoiceIn, principal: Writer, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Issue an invoice; totals in minor units, tax rounded half-up per line. Emits InvoiceIssued."""
+    guard = idempotency_guard(
+        scope=f"POST /v1/invoices:{principal.key_id}", key=idempotency_key, request=body
+    )
     async with _uow(request) as uow:
-        guard = await begin_idempotent(
-            uow.session, scope=f"POST /v1/invoices:{principal.key_id}", key=idempotency_key, request=body,
-            now=uow.clock.now(),
-        )  # fmt: skip
-        if guard.replay is not None:
+        # The Idempotency-Key reservation rides on the handler's first read (one round trip on PostgreSQL).
+        reserve = guard.reservation(uow.clock.now()) if idempotency_key is not None else None
+        found = await uow.clients.for_issue(body.client_id, body.currency, body.number, reserve=reserve)
+        if not found.reserved:
+            await guard.resolve(uow.session)  # the stored response, or a 409 problem
             return guard.replay
-        rec = await handlers.issue_invoice(uow, body, request.app.state.links)
-        response = await guard.complete(
-            uow.session,
-            201,
-            InvoiceOut.of(rec).model_dump(mode="json"),
-            headers={"Location": f"/v1/invoices/{rec.invoice.id}"},
+        rec = await handlers.issue_invoice(uow, body, request.app.state.links, found)
+        stored, response = guard.prepare(
+            201, InvoiceOut.of(rec), headers={"Location": f"/v1/invoices/{rec.invoice.id}"}
         )
+        uow.record_response(stored)  # written with the invoice (PostgreSQL: the same statement)
         await uow.commit()
     return response
 
@@ -401,10 +403,24 @@ async def _on_integrity_error(request: Request, exc: Exception) -> Response:
     return problem_response(409, "Conflict", detail, field=field, instance=request.url.path)
 
 
+_NUL_IN_TEXT = "22021"  # PostgreSQL: character_not_in_repertoire, i.e. a NUL character in a text value
+
+
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    # PostgreSQL text cannot hold NUL; only the request can have brought one (a body, a path or a filter), so
+    # it is the client's 422, and the transaction rolled back: nothing was written. Anything else stays a 500.
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) != _NUL_IN_TEXT:
+        raise exc
+    return problem_response(
+        422, "Invalid request", "Text cannot contain the NUL character (\\u0000)", instance=request.url.path
+    )
+
+
 def install_routes(app: FastAPI) -> None:
     app.include_router(router)
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
 
 
 def create_app(

@@ -36,7 +36,7 @@ from invoice_svc.domain.invoicing import resolve_dispute as domain_resolve_dispu
 from invoice_svc.domain.invoicing import void as domain_void
 from invoice_svc.domain.model import Invoice, LedgerKind, Payment
 from invoice_svc.domain.totals import LineInput, discount_terms, due_date_for, price_lines
-from invoice_svc.repository import ClientRecord, CreditNoteRecord, InvoiceRecord, UnitOfWork
+from invoice_svc.repository import ClientRecord, CreditNoteRecord, InvoiceRecord, IssueLookup, UnitOfWork
 from invoice_svc.schemas import (
     AgingCurrency,
     AgingGroup,
@@ -217,9 +217,16 @@ class Links:
         return f"{self.pay_link_base}{invoice_id}" if self.pay_link_base else None
 
 
-async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()) -> InvoiceRecord:
-    """POST /v1/invoices: price the lines, apply any client credit, emit InvoiceIssued (and payments)."""
-    client, has_credit, number_taken = await uow.clients.for_issue(body.client_id, body.currency, body.number)
+async def issue_invoice(
+    uow: UnitOfWork, body: InvoiceIn, links: Links = Links(), found: IssueLookup | None = None
+) -> InvoiceRecord:
+    """POST /v1/invoices: price the lines, apply any client credit, emit InvoiceIssued (and payments).
+
+    ``found``: the result of ``uow.clients.for_issue`` when the caller already read it (with its
+    Idempotency-Key reservation).
+    """
+    found = found or await uow.clients.for_issue(body.client_id, body.currency, body.number)
+    client, has_credit, number_taken = found.client, found.has_credit, found.number_taken
     if client is None:
         raise invalid("client_id", f"no client {body.client_id!r}")
     if number_taken:
@@ -276,8 +283,7 @@ async def issue_invoice(uow: UnitOfWork, body: InvoiceIn, links: Links = Links()
         voided_at=None,
         void_reason=None,
     )
-    await uow.invoices.add(rec)
-    await uow.invoices.add_ledger([ledger_entry(fresh, LedgerKind.ISSUE, totals.total, issue_date)])
+    await uow.invoices.add(rec, [ledger_entry(fresh, LedgerKind.ISSUE, totals.total, issue_date)])
     await uow.store(replace(decision, invoices=()))
     cur = body.currency
     uow.emit(

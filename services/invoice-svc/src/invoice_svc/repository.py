@@ -29,9 +29,12 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
+    true,
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
@@ -39,7 +42,7 @@ from ar_events.envelope import Envelope, new_event
 from ar_events.events import Payload
 from ar_events.outbox import enqueue
 from ar_events.tables import BigId, UtcDateTime, add_plumbing_tables
-from ar_web import add_web_tables
+from ar_web import StoredResponse, add_web_tables
 from invoice_svc.domain.allocation import Decision
 from invoice_svc.domain.invoicing import Dispute, DisputeStatus
 from invoice_svc.domain.model import Allocation, Invoice, InvoiceStatus, LedgerEntry, Payment
@@ -230,9 +233,148 @@ _FOR_ISSUE = select(
     .where(invoice.c.client_id == client.c.id, invoice.c.number == bindparam("number"))
     .label("taken"),
 ).where(client.c.id == bindparam("client_id"))
+_FOUND = _FOR_ISSUE.subquery("found")
+_RESERVE_PG = (
+    postgresql.insert(web.idempotency_key)
+    .values(
+        scope=bindparam("r_scope"),
+        key=bindparam("r_key"),
+        fingerprint=bindparam("r_fingerprint"),
+        created_at=bindparam("r_created_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(web.idempotency_key.c.key)
+    .cte("reserved")
+)
+_ONE = select(literal(1).label("one")).subquery("one")
+#: PostgreSQL: the Idempotency-Key reservation (``ar_web``'s INSERT .. ON CONFLICT DO NOTHING) and _FOR_ISSUE
+#: in one round trip; ``reserved`` is false when another request holds the key.
+_FOR_ISSUE_RESERVING_PG = select(exists(select(_RESERVE_PG.c.key)).label("reserved"), *_FOUND.c).select_from(
+    _ONE.outerjoin(_FOUND, true())
+)
 _INSERT_INVOICE = insert(invoice)
 _INSERT_LINES = insert(invoice_line)
 _INSERT_LEDGER = insert(ledger_entry)
+
+_INVOICE_COLUMNS = tuple(c.name for c in invoice.columns)
+
+
+def _issue_sql(*, responding: bool) -> Any:
+    """PostgreSQL: a new invoice, its lines and ledger entries (and the idempotent response) in ONE statement.
+
+    Data-modifying CTEs run once each whether referenced or not, and the foreign keys of the lines and
+    ledger rows are checked at the end of the statement, after the invoice row exists. The lines and entries
+    come as one array per column (``unnest``), so the statement text, and its prepared plan, never depend on
+    how many there are.
+    """
+    sql = f"""WITH new_invoice AS (
+    INSERT INTO invoice ({", ".join(_INVOICE_COLUMNS)})
+    VALUES ({", ".join(":i_" + c for c in _INVOICE_COLUMNS)})
+), new_lines AS (
+    INSERT INTO invoice_line (invoice_id, position, description, quantity, unit_price_minor, tax_rate_bp, net, tax)
+    SELECT :i_id, l.* FROM unnest(
+        CAST(:l_position AS integer[]), CAST(:l_description AS text[]), CAST(:l_quantity AS bigint[]),
+        CAST(:l_unit_price_minor AS bigint[]), CAST(:l_tax_rate_bp AS integer[]), CAST(:l_net AS bigint[]),
+        CAST(:l_tax AS bigint[])
+    ) AS l
+), new_ledger AS (
+    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
+    SELECT e.* FROM unnest(
+        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
+        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
+        CAST(:e_amount AS bigint[])
+    ) AS e
+)"""
+    if responding:
+        sql += """, response AS (
+    UPDATE idempotency_key
+    SET status_code = :r_status_code, response_body = :r_response_body, response_headers = :r_response_headers
+    WHERE scope = :r_scope AND key = :r_key
+)"""
+    return text(sql + "\nSELECT 1")
+
+
+#: PostgreSQL: a whole allocation Decision in ONE statement (was one per invoice, payment and allocation row).
+#: Allocation rows keep their order (``ORDER BY ordinality`` feeds the identity column in creation order, which
+#: undo relies on: newest first).
+_STORE_PG = text("""WITH changed_invoices AS (
+    UPDATE invoice SET amount_due = u.amount_due, paid_amount = u.paid_amount,
+        credited_amount = u.credited_amount, status = u.status, disputed = u.disputed, paid_at = u.paid_at
+    FROM unnest(
+        CAST(:v_id AS text[]), CAST(:v_amount_due AS bigint[]), CAST(:v_paid_amount AS bigint[]),
+        CAST(:v_credited_amount AS bigint[]), CAST(:v_status AS text[]), CAST(:v_disputed AS boolean[]),
+        CAST(:v_paid_at AS timestamptz[])
+    ) AS u(id, amount_due, paid_amount, credited_amount, status, disputed, paid_at)
+    WHERE invoice.id = u.id
+), changed_payments AS (
+    UPDATE payment SET allocated = u.allocated, refunded = u.refunded, held = u.held
+    FROM unnest(
+        CAST(:p_id AS text[]), CAST(:p_allocated AS bigint[]), CAST(:p_refunded AS bigint[]),
+        CAST(:p_held AS bigint[])
+    ) AS u(id, allocated, refunded, held)
+    WHERE payment.id = u.id
+), new_allocations AS (
+    INSERT INTO allocation (payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
+        cause, reverses, created_at)
+    SELECT a.payment_id, a.invoice_id, a.client_id, a.currency, a.amount, a.discount, a.value_date, a.days_late,
+        a.cause, a.reverses, a.created_at
+    FROM unnest(
+        CAST(:a_payment_id AS text[]), CAST(:a_invoice_id AS text[]), CAST(:a_client_id AS text[]),
+        CAST(:a_currency AS text[]), CAST(:a_amount AS bigint[]), CAST(:a_discount AS bigint[]),
+        CAST(:a_value_date AS date[]), CAST(:a_days_late AS integer[]), CAST(:a_cause AS text[]),
+        CAST(:a_reverses AS bigint[]), CAST(:a_created_at AS timestamptz[])
+    ) WITH ORDINALITY AS a(payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
+        cause, reverses, created_at, n)
+    ORDER BY a.n
+), new_ledger AS (
+    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
+    SELECT e.* FROM unnest(
+        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
+        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
+        CAST(:e_amount AS bigint[])
+    ) AS e
+)
+SELECT 1""")
+
+
+def _store_params(decision: Decision) -> dict[str, Any]:
+    invs, pays, allocs = decision.invoices, decision.payments, decision.allocations
+    entries = [e for e in decision.ledger if e.amount != 0]
+    return {
+        "v_id": [i.id for i in invs],
+        "v_amount_due": [i.amount_due for i in invs],
+        "v_paid_amount": [i.paid_amount for i in invs],
+        "v_credited_amount": [i.credited_amount for i in invs],
+        "v_status": [i.status.value for i in invs],
+        "v_disputed": [i.disputed for i in invs],
+        "v_paid_at": [i.paid_at for i in invs],
+        "p_id": [p.id for p in pays],
+        "p_allocated": [p.allocated for p in pays],
+        "p_refunded": [p.refunded for p in pays],
+        "p_held": [p.held for p in pays],
+        "a_payment_id": [a.payment_id for a in allocs],
+        "a_invoice_id": [a.invoice_id for a in allocs],
+        "a_client_id": [a.client_id for a in allocs],
+        "a_currency": [a.currency for a in allocs],
+        "a_amount": [a.amount for a in allocs],
+        "a_discount": [a.discount for a in allocs],
+        "a_value_date": [a.value_date for a in allocs],
+        "a_days_late": [a.days_late for a in allocs],
+        "a_cause": [a.cause for a in allocs],
+        "a_reverses": [a.reverses for a in allocs],
+        "a_created_at": [a.created_at for a in allocs],
+        "e_invoice_id": [e.invoice_id for e in entries],
+        "e_client_id": [e.client_id for e in entries],
+        "e_currency": [e.currency for e in entries],
+        "e_due_date": [e.due_date for e in entries],
+        "e_entry_date": [e.entry_date for e in entries],
+        "e_kind": [e.kind.value for e in entries],
+        "e_amount": [e.amount for e in entries],
+    }
+
+
+_ISSUE_PG = _issue_sql(responding=False)
+_ISSUE_PG_RESPONDING = _issue_sql(responding=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,6 +411,16 @@ class InvoiceRecord:
     created_at: datetime
     voided_at: datetime | None
     void_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssueLookup:
+    """What issuing an invoice reads first (see ``ClientRepository.for_issue``)."""
+
+    client: ClientRecord | None
+    has_credit: bool
+    number_taken: bool
+    reserved: bool = True  # the Idempotency-Key reservation was inserted (or there was none to insert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +480,47 @@ def client_values(c: ClientRecord) -> dict[str, Any]:
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
+
+
+def _invoice_values(rec: InvoiceRecord) -> dict[str, Any]:
+    inv = rec.invoice
+    d = inv.discount
+    return dict(
+        id=inv.id,
+        client_id=inv.client_id,
+        number=inv.number,
+        currency=inv.currency,
+        issue_date=inv.issue_date,
+        due_date=inv.due_date,
+        subtotal=rec.subtotal,
+        tax=rec.tax,
+        total=inv.total,
+        credit_applied=rec.credit_applied,
+        discount_rate_bp=d.rate_bp if d else None,
+        discount_days=d.days if d else None,
+        discount_until=d.until if d else None,
+        discount_amount=d.amount if d else None,
+        created_at=rec.created_at,
+        voided_at=None,
+        void_reason=None,
+        **_invoice_state(inv),
+    )
+
+
+def _line_values(rec: InvoiceRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "invoice_id": rec.invoice.id,
+            "position": n,
+            "description": li.description,
+            "quantity": li.quantity,
+            "unit_price_minor": li.unit_price_minor,
+            "tax_rate_bp": li.tax_rate_bp,
+            "net": li.net,
+            "tax": li.tax,
+        }
+        for n, li in enumerate(rec.lines)
+    ]
 
 
 def _invoice(r: Any) -> Invoice:
@@ -444,14 +637,30 @@ class ClientRepository:
         return _client_record(row) if row else None
 
     async def for_issue(
-        self, client_id: str, currency: str, number: str
-    ) -> tuple[ClientRecord | None, bool, bool]:
-        """One round trip for issuing: the client, whether it has credit in ``currency``, whether ``number`` is taken."""
-        params = {"client_id": client_id, "currency": currency, "number": number}
-        row = (await self.session.execute(_FOR_ISSUE, params)).first()
+        self, client_id: str, currency: str, number: str, *, reserve: Mapping[str, Any] | None = None
+    ) -> IssueLookup:
+        """What issuing needs: the client, whether it has credit in ``currency``, whether ``number`` is taken.
+
+        ``reserve`` (``IdempotencyGuard.reservation``) also inserts the Idempotency-Key reservation, unless
+        another request holds the key (then ``reserved`` is false); on PostgreSQL in the same round trip.
+        """
+        params: dict[str, Any] = {"client_id": client_id, "currency": currency, "number": number}
+        reserved = True
+        if reserve is None:
+            row = (await self.session.execute(_FOR_ISSUE, params)).first()
+        elif self.session.get_bind().dialect.name == "postgresql":
+            params.update({f"r_{k}": v for k, v in reserve.items()})
+            row = (await self.session.execute(_FOR_ISSUE_RESERVING_PG, params)).first()
+            assert row is not None  # one row, with the client's columns NULL when there is no such client
+            reserved = bool(row.reserved)
+            row = row if row.id is not None else None
+        else:
+            insert_key = sqlite.insert(web.idempotency_key).values(**reserve).on_conflict_do_nothing()
+            reserved = getattr(await self.session.execute(insert_key), "rowcount", 0) == 1
+            row = (await self.session.execute(_FOR_ISSUE, params)).first()
         if row is None:
-            return None, False, False
-        return _client_record(row), bool(row.has_credit), bool(row.taken)
+            return IssueLookup(None, False, False, reserved)
+        return IssueLookup(_client_record(row), bool(row.has_credit), bool(row.taken), reserved)
 
     async def by_external_id(self, external_id: str) -> ClientRecord | None:
         row = (await self.session.execute(select(client).where(client.c.external_id == external_id))).first()
@@ -488,8 +697,10 @@ class ClientRepository:
 
 
 class InvoiceRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, fold: bool = False) -> None:
         self.session = session
+        self.fold = fold
+        self._held: tuple[InvoiceRecord, list[LedgerEntry]] | None = None
 
     async def get(self, invoice_id: str) -> Invoice | None:
         row = (await self.session.execute(select(invoice).where(invoice.c.id == invoice_id))).first()
@@ -550,49 +761,59 @@ class InvoiceRepository:
         stmt = select(invoice.c.id).where(invoice.c.client_id == client_id, invoice.c.number == number)
         return (await self.session.execute(stmt)).first() is not None
 
-    async def add(self, rec: InvoiceRecord) -> None:
-        inv = rec.invoice
-        d = inv.discount
-        await self.session.execute(
-            _INSERT_INVOICE,
-            dict(
-                id=inv.id,
-                client_id=inv.client_id,
-                number=inv.number,
-                currency=inv.currency,
-                issue_date=inv.issue_date,
-                due_date=inv.due_date,
-                subtotal=rec.subtotal,
-                tax=rec.tax,
-                total=inv.total,
-                credit_applied=rec.credit_applied,
-                discount_rate_bp=d.rate_bp if d else None,
-                discount_days=d.days if d else None,
-                discount_until=d.until if d else None,
-                discount_amount=d.amount if d else None,
-                created_at=rec.created_at,
-                voided_at=None,
-                void_reason=None,
-                **_invoice_state(inv),
-            ),
-        )
+    async def add(self, rec: InvoiceRecord, ledger: Iterable[LedgerEntry] = ()) -> None:
+        """A new invoice with its lines and ledger entries.
+
+        With ``fold`` (PostgreSQL) the rows are held until :meth:`flush` (the unit of work calls it before
+        any other write and at commit), which writes them in one statement, together with the idempotent
+        response when there is one.
+        """
+        entries = [e for e in ledger if e.amount != 0]
+        if self.fold:
+            await self.flush()
+            self._held = (rec, entries)
+            return
+        await self.session.execute(_INSERT_INVOICE, _invoice_values(rec))
         if rec.lines:
-            await self.session.execute(
-                _INSERT_LINES,
-                [
-                    {
-                        "invoice_id": inv.id,
-                        "position": n,
-                        "description": li.description,
-                        "quantity": li.quantity,
-                        "unit_price_minor": li.unit_price_minor,
-                        "tax_rate_bp": li.tax_rate_bp,
-                        "net": li.net,
-                        "tax": li.tax,
-                    }
-                    for n, li in enumerate(rec.lines)
-                ],
-            )
+            await self.session.execute(_INSERT_LINES, _line_values(rec))
+        await self.add_ledger(entries)
+
+    async def flush(self, response: StoredResponse | None = None) -> bool:
+        """Write a held invoice (and ``response``); True when ``response`` was written with it."""
+        held, self._held = self._held, None
+        if held is None:
+            return False
+        rec, entries = held
+        params = {f"i_{k}": v for k, v in _invoice_values(rec).items()}
+        lines = rec.lines
+        params.update(
+            l_position=list(range(len(lines))),
+            l_description=[li.description for li in lines],
+            l_quantity=[li.quantity for li in lines],
+            l_unit_price_minor=[li.unit_price_minor for li in lines],
+            l_tax_rate_bp=[li.tax_rate_bp for li in lines],
+            l_net=[li.net for li in lines],
+            l_tax=[li.tax for li in lines],
+            e_invoice_id=[e.invoice_id for e in entries],
+            e_client_id=[e.client_id for e in entries],
+            e_currency=[e.currency for e in entries],
+            e_due_date=[e.due_date for e in entries],
+            e_entry_date=[e.entry_date for e in entries],
+            e_kind=[e.kind.value for e in entries],
+            e_amount=[e.amount for e in entries],
+        )
+        if response is None:
+            await self.session.execute(_ISSUE_PG, params)
+            return False
+        params.update(
+            r_status_code=response.status_code,
+            r_response_body=response.response_body,
+            r_response_headers=response.response_headers,
+            r_scope=response.scope,
+            r_key=response.key,
+        )
+        await self.session.execute(_ISSUE_PG_RESPONDING, params)
+        return True
 
     async def save(self, inv: Invoice, **extra: Any) -> None:
         await self.session.execute(
@@ -999,16 +1220,14 @@ class UnitOfWork:
         self.caused_by = caused_by
         self.correlation_id = correlation_id
         self.on_commit = on_commit
+        self.dialect = session.get_bind().dialect.name
         self.clients = ClientRepository(session)
-        self.invoices = InvoiceRepository(session)
+        self.invoices = InvoiceRepository(session, fold=self.dialect == "postgresql")
         self.disputes = DisputeRepository(session)
         self.payments = PaymentRepository(session)
         self.reports = ReportRepository(session)
         self._pending: list[Envelope[Any]] = []
-
-    @property
-    def dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        self._response: StoredResponse | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         return self
@@ -1034,7 +1253,18 @@ class UnitOfWork:
             pending, self._pending = self._pending, []
             await enqueue(self.session, *pending, now=self.clock.now())
 
+    def record_response(self, response: StoredResponse | None) -> None:
+        """Store an idempotent response (``IdempotencyGuard.prepare``) with this transaction's writes."""
+        self._response = response
+
+    async def flush(self) -> None:
+        """Write what is held back: a new invoice (PostgreSQL) with the recorded response in one statement."""
+        response, self._response = self._response, None
+        if not await self.invoices.flush(response) and response is not None:
+            await self.session.execute(response.statement())
+
     async def commit(self) -> None:
+        await self.flush()
         await self.flush_events()
         if self.owns_transaction:
             await self.session.commit()
@@ -1043,6 +1273,12 @@ class UnitOfWork:
 
     async def store(self, decision: Decision) -> None:
         """Persist an allocation decision: invoices, payments, allocation rows, ledger entries."""
+        if not (decision.invoices or decision.payments or decision.allocations or decision.ledger):
+            return
+        await self.invoices.flush()  # rows below may refer to an invoice held back by ``invoices.add``
+        if self.invoices.fold:
+            await self.session.execute(_STORE_PG, _store_params(decision))
+            return
         for inv in decision.invoices:
             await self.invoices.save(inv)
         for p in decision.payments:

@@ -177,3 +177,13 @@ async def test_bad_client_update_is_refused(svc: Svc) -> None:
     await assert_refused(svc, "PATCH", f"/v1/clients/{c['id']}", 422, "contacts",
                          json={"contacts": [{"name": "T", "email": "t@example.com", "role": "other"}]})  # fmt: skip
     await assert_refused(svc, "PATCH", "/v1/clients/cli_nope", 404, "client_id", json={"name": "x"})
+
+
+async def test_nul_character_is_422_and_writes_nothing(pg_svc: Svc) -> None:
+    # PostgreSQL text cannot hold NUL: a 422 problem (not a 500 from the driver), and the transaction rolled back.
+    c = await pg_svc.client()
+    await assert_refused(pg_svc, "POST", "/v1/clients", 422, None, json=client_body(name="bad\x00name"))
+    body = invoice_body(c["id"], lines=[line() | {"description": "x\x00"}])
+    await assert_refused(pg_svc, "POST", "/v1/invoices", 422, None, json=body)
+    await assert_refused(pg_svc, "GET", "/v1/invoices", 422, None, params={"client_id": "cli\x00"})
+    await assert_refused(pg_svc, "GET", "/v1/clients/cli%00x", 422, None)
