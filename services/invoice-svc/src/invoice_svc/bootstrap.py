@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
 from ar_events.consumer import ConsumerRunner, Handler
-from ar_events.db import is_sqlite, make_engine
+from ar_events.db import make_engine
 from ar_events.envelope import Envelope
 from ar_events.kafka import ensure_topics
 from ar_events.relay import OutboxRelay
@@ -84,35 +82,11 @@ class Runtime:
             await self.close()
 
 
-def _drop_closed_connections(engine: AsyncEngine) -> None:
-    """PostgreSQL: a pooled connection the server closed is replaced at checkout, without a round trip.
-
-    This stands in for ``pool_pre_ping`` (a ``SELECT`` before every transaction: about a tenth of the CPU of
-    issuing an invoice). A server restart or ``pg_terminate_backend`` closes the socket, asyncpg marks the
-    connection closed, and raising ``DisconnectionError`` here makes the pool open a fresh one. A failure
-    that is not visible as a closed socket still invalidates the pool on first use (SQLAlchemy's
-    disconnect handling), and the consumer retries such transient errors.
-    """
-
-    @event.listens_for(engine.sync_engine.pool, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        driver = getattr(dbapi_connection, "driver_connection", None)
-        if driver is not None and driver.is_closed():
-            raise DisconnectionError("connection closed by the server")
-
-
 def build(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Everything the process needs, built once at start-up (never at import)."""
     url = settings.database.url
-    postgres = not is_sqlite(url)
-    engine = make_engine(
-        url,
-        pool_size=settings.database.pool_size,
-        echo=settings.database.echo,
-        **({"pool_pre_ping": False} if postgres else {}),
-    )
-    if postgres:
-        _drop_closed_connections(engine)
+    # No pool pre-ping: make_engine refuses connections the server closed at checkout, without a round trip.
+    engine = make_engine(url, pool_size=settings.database.pool_size, echo=settings.database.echo)
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     the_clock = clock or settings.clock.build()
     relay = OutboxRelay(sessionmaker, settings.kafka, settings.outbox, name=SERVICE, clock=the_clock)
