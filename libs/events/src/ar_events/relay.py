@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import BigInteger, all_, and_, any_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -51,6 +51,10 @@ _ID_ARRAY = postgresql.ARRAY(BigInteger)
 _PG_INDEX_ORDER = text(
     "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
 )
+# The rows in flight, as a subquery: PostgreSQL hashes it once per read ("hashed SubPlan"). ``id <> ALL(:ids)``
+# is hashed only in a custom plan; once the prepared statement goes generic (after five runs) it compares every
+# row with every excluded id, which measured 50 ms per read of 1,000 rows beside 2,000 in flight.
+_EXCLUDED_IDS = select(func.unnest(bindparam("exclude", type_=_ID_ARRAY))).scalar_subquery()
 _MARK_SENT_PG = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == any_(bindparam("ids", type_=_ID_ARRAY)))
@@ -268,7 +272,7 @@ class OutboxRelay:
                 # (bitmap scan + top-N sort) for each batch, which makes a backlog quadratic.
                 await session.execute(_PG_INDEX_ORDER)
                 if exclude:
-                    query = query.where(_OUTBOX.c.id != all_(bindparam("exclude", type_=_ID_ARRAY)))
+                    query = query.where(_OUTBOX.c.id.not_in(_EXCLUDED_IDS))
                     params["exclude"] = exclude
             elif exclude:
                 query = query.where(_OUTBOX.c.id.not_in(exclude))
