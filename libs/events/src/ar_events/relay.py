@@ -14,12 +14,15 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, cast
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import BigInteger, and_, any_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -78,17 +81,89 @@ def record_headers(row: Any) -> list[tuple[str, bytes]]:
 async def send_rows(
     producer: AIOKafkaProducer, rows: Sequence[Any], kafka: KafkaSettings | None
 ) -> list[asyncio.Future[Any]]:
-    """Hand rows (in id order) to the producer; returns one ack future per row."""
+    """Hand rows (in id order) to the producer; returns one ack future per row.
+
+    Rows are packed into one record batch per partition (aiokafka's batch API) instead of ``send()`` per row:
+    the same partitioner, batches and acks, at a fraction of the CPU per record. The rows of one batch share
+    its future; each partition's batches are submitted in row order, so per-key order holds.
+    """
     topics: dict[str, str] = {}
-    futures = []
-    for row in rows:
+    partitions: dict[str, _Partitioner] = {}
+    builders: dict[TopicPartition, BatchBuilder] = {}
+    pending: dict[TopicPartition, list[int]] = {}  # row indexes in the open builder of each partition
+    futures: list[asyncio.Future[Any] | None] = [None] * len(rows)
+
+    async def submit(tp: TopicPartition) -> None:
+        batch = builders.pop(tp)
+        batch.close()
+        future = await producer.send_batch(batch, tp.topic, partition=tp.partition)
+        for index in pending.pop(tp):
+            futures[index] = future
+
+    for index, row in enumerate(rows):
         topic = topics.get(row.topic)
         if topic is None:
             topic = topics[row.topic] = kafka.topic(row.topic) if kafka else row.topic
-        futures.append(
-            await producer.send(topic, value=row.value, key=row.key.encode(), headers=record_headers(row))
-        )
-    return futures
+        partitioner = partitions.get(topic)
+        if partitioner is None:
+            partitioner = partitions[topic] = await _Partitioner.of(producer, topic)
+        key = row.key.encode()
+        tp = partitioner.partition(key)
+        builder = builders.get(tp)
+        if builder is None:
+            builder = builders[tp] = producer.create_batch()
+            pending[tp] = []
+        headers = record_headers(row)
+        if builder.append(timestamp=None, key=key, value=row.value, headers=headers) is None:
+            await submit(tp)  # full: send it, start the next batch of this partition
+            builder = builders[tp] = producer.create_batch()
+            pending[tp] = []
+            builder.append(timestamp=None, key=key, value=row.value, headers=headers)  # first always fits
+        pending[tp].append(index)
+    for tp in list(builders):
+        await submit(tp)
+    return cast(list[asyncio.Future[Any]], futures)
+
+
+class _Partitioner:
+    """The producer's own partitioner for one topic; with aiokafka's default (murmur2 of the key, in pure
+    Python), the key -> partition answers are remembered, per producer, topic and partition list."""
+
+    _memo: ClassVar[weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[int, ...]], dict[bytes, int]]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _MEMO_MAX = 100_000
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, all_partitions: list[int]) -> None:
+        self.topic = topic
+        self.all_partitions = all_partitions
+        self.available = list(producer.client.cluster.available_partitions_for_topic(topic))
+        self.partitioner = producer._partitioner
+        self.memo: dict[bytes, int] | None = None
+        self.tps = {p: TopicPartition(topic, p) for p in all_partitions}
+        if isinstance(self.partitioner, DefaultPartitioner):
+            per_producer = self._memo.setdefault(producer, {})
+            self.memo = per_producer.setdefault((topic, tuple(all_partitions)), {})
+
+    @classmethod
+    async def of(cls, producer: AIOKafkaProducer, topic: str) -> _Partitioner:
+        # As AIOKafkaProducer.send(): wait for the topic's metadata, then the same partition list.
+        return cls(producer, topic, list(await producer.partitions_for(topic)))
+
+    def partition(self, key: bytes) -> TopicPartition:
+        memo = self.memo
+        if memo is not None:
+            partition = memo.get(key)
+            if partition is None:
+                if len(memo) >= self._MEMO_MAX:
+                    memo.clear()
+                partition = memo[key] = self.partitioner(key, self.all_partitions, self.available)
+        else:
+            partition = self.partitioner(key, self.all_partitions, self.available)
+        tp = self.tps.get(partition)
+        if tp is None:
+            tp = self.tps[partition] = TopicPartition(self.topic, partition)
+        return tp
 
 
 async def collect_acks(
@@ -98,11 +173,15 @@ async def collect_acks(
 
     After a failed row, later rows of the same key are not marked, so a key is never marked past a hole.
     """
-    results = await asyncio.gather(*futures, return_exceptions=True)
+    distinct = list(dict.fromkeys(futures))  # rows of one record batch share its future
+    outcomes = dict(zip(distinct, await asyncio.gather(*distinct, return_exceptions=True), strict=True))
+    if not any(isinstance(o, BaseException) for o in outcomes.values()):
+        return [row.id for row in rows], None
     ok: list[int] = []
     failed_keys: set[str] = set()
     first_error: BaseException | None = None
-    for row, result in zip(rows, results, strict=True):
+    for row, future in zip(rows, futures, strict=True):
+        result = outcomes[future]
         if isinstance(result, BaseException):
             failed_keys.add(row.key)
             first_error = first_error or result
