@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import SchemaValidator
 
 from ar_events.context import current_correlation_id
 from ar_events.events import Payload, payload_class
@@ -133,6 +135,19 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
 
 
 _TYPE_FIELD = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
+_COMPACT_TYPE = b'"type":"'
+
+
+def _type_hint(data: bytes) -> str | None:
+    """The first ``"type"`` string in the raw bytes: a hint of the model to try, checked after validation."""
+    start = data.find(_COMPACT_TYPE)  # what encode() writes; a plain substring search is cheap
+    if start >= 0:
+        start += len(_COMPACT_TYPE)
+        end = data.find(b'"', start, start + 201)
+        if end > start and b"\\" not in data[start:end]:
+            return data[start:end].decode("utf-8", "replace")
+    match = _TYPE_FIELD.search(data)  # other producers may put spaces around the colon
+    return match.group(1).decode("utf-8", "replace") if match is not None else None
 
 
 def _decode_fast(value: bytes | str) -> Envelope[Payload] | None:
@@ -142,20 +157,36 @@ def _decode_fast(value: bytes | str) -> Envelope[Payload] | None:
     envelope's own ``type``, ``specversion`` and ``subject`` agree, so a nested ``"type"`` key cannot fool it.
     """
     data = value.encode() if isinstance(value, str) else value
-    match = _TYPE_FIELD.search(data)
-    if match is None:
+    type_name = _type_hint(data)
+    if type_name is None:
         return None
-    type_name = match.group(1).decode("utf-8", "replace")
-    model = _envelope_model(type_name)
-    if model is None:
+    validator = _envelope_validator(type_name)
+    if validator is None:
         return None
     try:
-        env: Envelope[Payload] = model.model_validate_json(data)
+        env: Envelope[Payload] = validator(data)
     except ValidationError:
         return None
     if env.type != type_name or env.specversion != SPEC_VERSION or env.subject != env.data.client_id:
         return None
     return env
+
+
+_VALIDATORS: dict[str, Callable[[bytes], Any]] = {}
+
+
+def _envelope_validator(type_name: str) -> Callable[[bytes], Any] | None:
+    """``Envelope[cls].model_validate_json`` for a type, without pydantic's wrapper when the core validator
+    is built (what the wrapper calls with default options)."""
+    validator = _VALIDATORS.get(type_name)
+    if validator is None:
+        model = _envelope_model(type_name)
+        if model is None:
+            return None
+        core = model.__pydantic_validator__
+        validate = core.validate_json if isinstance(core, SchemaValidator) else model.model_validate_json
+        validator = _VALIDATORS[type_name] = validate
+    return validator
 
 
 _ENVELOPE_MODELS: dict[str, type[Envelope[Any]]] = {}

@@ -198,7 +198,11 @@ async def publish_rows(
 
 
 class OutboxRelay:
-    """Publishes outbox rows of one database; ``await relay.run(stop)`` until ``stop`` is set."""
+    """Publishes outbox rows of one database; ``await relay.run(stop)`` until ``stop`` is set.
+
+    Without ``producer`` the relay makes, starts and stops its own; a ``producer`` passed in is the caller's,
+    already started, and is neither started again nor stopped here.
+    """
 
     def __init__(
         self,
@@ -248,7 +252,9 @@ class OutboxRelay:
         """Publish until ``stop`` is set; survives database and broker outages by retrying."""
         producer = self._producer or make_producer(self.kafka)
         self._producer = producer
-        started = False
+        # Starting the caller's producer again would run a second sender loop on the same accumulator, and the
+        # two wake each other for as long as the producer lives (a busy loop measured at thousands per second).
+        started = not self._own_producer
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():

@@ -354,3 +354,34 @@ async def test_send_rows_batches_per_partition_where_send_would_put_each_key_and
         headers = dict(by_value[row.value].headers)
         assert headers["content-type"] == b"application/cloudevents+json"
         assert headers.get("n") == (str(row.id).encode() if row.id % 2 else None)
+
+
+async def test_a_relay_given_a_started_producer_neither_restarts_nor_stops_it(
+    sqlite_url: str, kafka_settings: KafkaSettings
+) -> None:
+    """A second start() would add a second sender loop on the same accumulator (they wake each other)."""
+    await ensure_topics(kafka_settings)
+    engine, sessions = await setup_database(sqlite_url)
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    sender_task = producer._sender.sender_task
+    stop = asyncio.Event()
+    relay = OutboxRelay(sessions, kafka_settings, name="shared", producer=producer)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await write(sessions, [payment("cli_shared", 1)])
+        relay.wake()
+
+        async def published() -> bool:
+            return relay.published == 1
+
+        await wait_until(published, timeout=15)
+        assert producer._sender.sender_task is sender_task, "the relay started the caller's producer again"
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+    try:
+        await producer.send_and_wait(kafka_settings.topic(TOPIC), b"still open", key=b"cli_shared")
+    finally:
+        await producer.stop()
