@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -175,6 +176,7 @@ class ConsumerRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, leave the group, close."""
         self._stop = stop
+        raise_gc_threshold(self.settings.gc_gen0_threshold)
         # The topic prefix isolates tests and tenants; it isolates their consumer groups too.
         options = {"fetch_max_wait_ms": self.settings.fetch_max_wait_ms, **self._consumer_options}
         consumer = make_consumer(self.kafka, self.kafka.topic(self.group_id), **options)
@@ -450,6 +452,18 @@ class ConsumerRunner:
             # The group moved on; the new owner re-reads from the last commit and the inbox drops duplicates.
             self.stats.commit_failures += 1
             log.warning("consumer %s: offset commit failed (%s); records will be redelivered", self.name, exc)
+
+
+def raise_gc_threshold(gen0: int | None) -> None:
+    """Raise the garbage collector's generation-0 threshold of this process to ``gen0`` (never lower it).
+
+    Collections still run, only less often: objects without reference cycles are freed at once either way.
+    """
+    if gen0 is None:
+        return
+    threshold0, threshold1, threshold2 = gc.get_threshold()
+    if threshold0 and threshold0 < gen0:  # 0: the collector is off, leave it off
+        gc.set_threshold(gen0, threshold1, threshold2)
 
 
 def stop_on_signals(

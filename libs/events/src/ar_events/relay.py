@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock, SystemClock
+from ar_events.consumer import raise_gc_threshold
 from ar_events.db import asyncpg_dsn
 from ar_events.envelope import CONTENT_TYPE
 from ar_events.kafka import make_producer
@@ -262,6 +263,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; survives database and broker outages by retrying."""
+        raise_gc_threshold(self.settings.gc_gen0_threshold)
         producer = self._producer or make_producer(self.kafka)
         self._producer = producer
         # Starting the caller's producer again would run a second sender loop on the same accumulator, and the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ar_events.broker import free_port, kafka_answers
+from ar_events.consumer import raise_gc_threshold
 from ar_events.db import is_transient
 from ar_events.metrics import observe_many
 from ar_events.relay import record_headers
@@ -108,3 +110,20 @@ def test_observe_many_gives_the_histogram_that_observe_gives(values: list[float]
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_raise_gc_threshold_only_raises_generation_0() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        raise_gc_threshold(50_000)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        raise_gc_threshold(1_000)  # never lowers
+        assert gc.get_threshold() == (50_000, 10, 10)
+        raise_gc_threshold(None)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        gc.set_threshold(0, 10, 10)  # collector switched off by the application: stays off
+        raise_gc_threshold(50_000)
+        assert gc.get_threshold() == (0, 10, 10)
+    finally:
+        gc.set_threshold(*before)
