@@ -103,9 +103,30 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
     """
     if value is None:
         raise DecodeError("record has no value (tombstone)")
-    fast = _decode_fast(value)
-    if fast is not None:
-        return fast
+    # The common case in one pass of pydantic's JSON parser. The type is read from the raw bytes to pick the
+    # model; the result only counts if the validated envelope's own ``type``, ``specversion`` and ``subject``
+    # agree, so a nested ``"type"`` key cannot fool it. Anything else takes the careful path below.
+    data = value.encode() if isinstance(value, str) else value
+    match = _TYPE_FIELD.search(data)
+    if match is not None:
+        known = _FAST.get(match.group(1)) or _fast_validator(match.group(1))
+        if known is not None:
+            type_name, validate = known
+            try:
+                env: Envelope[Payload] = validate(data)
+            except ValidationError:
+                pass
+            else:
+                if (
+                    env.type == type_name
+                    and env.specversion == SPEC_VERSION
+                    and env.subject == env.data.client_id
+                ):
+                    return env
+    return _decode_carefully(data)
+
+
+def _decode_carefully(value: bytes) -> Envelope[Payload]:
     try:
         raw = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -135,58 +156,23 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
 
 
 _TYPE_FIELD = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
-_COMPACT_TYPE = b'"type":"'
+
+#: Raw type bytes -> (type name, ``Envelope[cls].model_validate_json``) for the known types seen so far.
+_FAST: dict[bytes, tuple[str, Callable[[bytes], Any]]] = {}
 
 
-def _type_hint(data: bytes) -> str | None:
-    """The first ``"type"`` string in the raw bytes: a hint of the model to try, checked after validation."""
-    start = data.find(_COMPACT_TYPE)  # what encode() writes; a plain substring search is cheap
-    if start >= 0:
-        start += len(_COMPACT_TYPE)
-        end = data.find(b'"', start, start + 201)
-        if end > start and b"\\" not in data[start:end]:
-            return data[start:end].decode("utf-8", "replace")
-    match = _TYPE_FIELD.search(data)  # other producers may put spaces around the colon
-    return match.group(1).decode("utf-8", "replace") if match is not None else None
-
-
-def _decode_fast(value: bytes | str) -> Envelope[Payload] | None:
-    """The common case in one pass of pydantic's JSON parser; None sends the record down the careful path.
-
-    The type is read from the raw bytes to pick the model; the result only counts if the validated
-    envelope's own ``type``, ``specversion`` and ``subject`` agree, so a nested ``"type"`` key cannot fool it.
-    """
-    data = value.encode() if isinstance(value, str) else value
-    type_name = _type_hint(data)
-    if type_name is None:
+def _fast_validator(raw_type: bytes) -> tuple[str, Callable[[bytes], Any]] | None:
+    """The validator of a type, without pydantic's wrapper when the core validator is built (the wrapper
+    calls it with default options)."""
+    type_name = raw_type.decode("utf-8", "replace")
+    model = _envelope_model(type_name)
+    if model is None:
         return None
-    validator = _envelope_validator(type_name)
-    if validator is None:
-        return None
-    try:
-        env: Envelope[Payload] = validator(data)
-    except ValidationError:
-        return None
-    if env.type != type_name or env.specversion != SPEC_VERSION or env.subject != env.data.client_id:
-        return None
-    return env
-
-
-_VALIDATORS: dict[str, Callable[[bytes], Any]] = {}
-
-
-def _envelope_validator(type_name: str) -> Callable[[bytes], Any] | None:
-    """``Envelope[cls].model_validate_json`` for a type, without pydantic's wrapper when the core validator
-    is built (what the wrapper calls with default options)."""
-    validator = _VALIDATORS.get(type_name)
-    if validator is None:
-        model = _envelope_model(type_name)
-        if model is None:
-            return None
-        core = model.__pydantic_validator__
-        validate = core.validate_json if isinstance(core, SchemaValidator) else model.model_validate_json
-        validator = _VALIDATORS[type_name] = validate
-    return validator
+    core = model.__pydantic_validator__
+    validate = core.validate_json if isinstance(core, SchemaValidator) else model.model_validate_json
+    if len(_FAST) < 10_000:  # bounded: the keys come from records
+        _FAST[raw_type] = (type_name, validate)
+    return type_name, validate
 
 
 _ENVELOPE_MODELS: dict[str, type[Envelope[Any]]] = {}
