@@ -376,7 +376,7 @@ class OutboxRelay:
             elif exclude:
                 query = query.where(_OUTBOX.c.id.not_in(exclude))
             query = query.order_by(_OUTBOX.c.id).limit(self.settings.batch_size)
-            rows = [OutboxRow(*row) for row in await session.execute(query, params)]
+            rows = [OutboxRow(*row) for row in (await session.execute(query, params)).all()]
             await session.rollback()  # release the snapshot (SQLite: the lock of BEGIN IMMEDIATE)
         await self.settle()
         if rows:
@@ -562,7 +562,7 @@ async def republish(
                 .order_by(_OUTBOX.c.id)
                 .limit(batch_size)
             )
-            rows = [OutboxRow(*row) for row in await session.execute(query)]
+            rows = [OutboxRow(*row) for row in (await session.execute(query)).all()]
             await session.rollback()
         if not rows:
             return sent
