@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock, SystemClock
-from ar_events.consumer import raise_gc_threshold
+from ar_events.consumer import GC_GEN0_THRESHOLD, raise_gc_threshold
 from ar_events.db import asyncpg_dsn
 from ar_events.envelope import CONTENT_TYPE
 from ar_events.kafka import make_producer
@@ -214,7 +214,8 @@ class OutboxRelay:
     """Publishes outbox rows of one database; ``await relay.run(stop)`` until ``stop`` is set.
 
     Without ``producer`` the relay makes, starts and stops its own; a ``producer`` passed in is the caller's,
-    already started, and is neither started again nor stopped here.
+    already started, and is neither started again nor stopped here. ``run()`` raises the process's
+    generation-0 GC threshold to ``gc_gen0_threshold`` (see :func:`ar_events.consumer.raise_gc_threshold`).
     """
 
     def __init__(
@@ -229,6 +230,7 @@ class OutboxRelay:
         lease_name: str = "outbox",
         lease_ttl: float = 10.0,
         retention_every: float = 3600.0,
+        gc_gen0_threshold: int | None = GC_GEN0_THRESHOLD,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.kafka = kafka
@@ -238,6 +240,7 @@ class OutboxRelay:
         self.lease_name = lease_name
         self.lease_ttl = lease_ttl
         self.retention_every = retention_every
+        self.gc_gen0_threshold = gc_gen0_threshold
         self.holder = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.published = 0
         self.holds_lease = False
@@ -263,7 +266,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; survives database and broker outages by retrying."""
-        raise_gc_threshold(self.settings.gc_gen0_threshold)
+        raise_gc_threshold(self.gc_gen0_threshold)
         producer = self._producer or make_producer(self.kafka)
         self._producer = producer
         # Starting the caller's producer again would run a second sender loop on the same accumulator, and the

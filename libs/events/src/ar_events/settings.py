@@ -6,9 +6,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ar_events.topics import with_prefix
 
-#: Default generation-0 threshold of the garbage collector in processes that run consumers or a relay.
-GC_GEN0_THRESHOLD = 50_000
-
 
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,12 +39,6 @@ class OutboxSettings(BaseModel):
     retention_days: int = Field(default=7, ge=0, description="Keep published rows this long for re-publish")
     batch_size: int = Field(default=500, ge=1, description="Rows the relay publishes per batch")
     poll_interval_ms: int = Field(default=50, ge=1, description="Upper bound on relay latency after a commit")
-    gc_gen0_threshold: int | None = Field(
-        default=GC_GEN0_THRESHOLD,
-        ge=700,
-        description="The relay raises the process's generation-0 garbage-collection threshold to at least this "
-        "(see ConsumerSettings.gc_gen0_threshold); None leaves the collector alone",
-    )
 
 
 class ConsumerSettings(BaseModel):
@@ -62,14 +53,6 @@ class ConsumerSettings(BaseModel):
     log_events: bool = Field(
         default=True,
         description="One JSON log line per handled event, with its correlation id (follow a payment with one grep)",
-    )
-    gc_gen0_threshold: int | None = Field(
-        default=GC_GEN0_THRESHOLD,
-        ge=700,
-        description="A runner raises the process's generation-0 garbage-collection threshold to at least this "
-        "when it starts (never lowers it). A poll batch allocates tens of thousands of short-lived objects that "
-        "die by reference counting; at Python's default of 700 the collector ran some 20 times per batch of "
-        "1,000 events and took about a fifth of the runner's CPU. None leaves the collector alone",
     )
     fetch_max_wait_ms: int = Field(
         default=50,
