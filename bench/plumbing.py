@@ -17,6 +17,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import resource
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ar_events.broker import EmbeddedBroker
 from ar_events.consumer import ConsumerRunner
@@ -110,17 +111,43 @@ async def _raw_consume_insert(kafka: KafkaSettings, topic: str, db_url: str, n: 
 # ------------------------------------------------------------------------------------------ plumbing
 
 
-def _child(role: str, db_url: str, kafka_json: str, ready: Any, go: Any, stop: Any) -> None:
-    asyncio.run(_child_main(role, db_url, KafkaSettings.model_validate_json(kafka_json), ready, go, stop))
+def _child(role: str, db_url: str, kafka_json: str, ready: Any, go: Any, stop: Any, cpu: Any) -> None:
+    kafka = KafkaSettings.model_validate_json(kafka_json)
+    asyncio.run(_child_main(role, db_url, kafka, ready, go, stop, cpu))
 
 
-async def _child_main(role: str, db_url: str, kafka: KafkaSettings, ready: Any, go: Any, stop: Any) -> None:
+def _wait_go(go: Any, stop: Any) -> None:
+    while not go.wait(0.2) and not stop.is_set():
+        pass
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a local process so far, from /proc; None if unreadable (diagnostic)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _child_main(
+    role: str, db_url: str, kafka: KafkaSettings, ready: Any, go: Any, stop: Any, cpu: Any
+) -> None:
     engine = make_engine(db_url)
     sessions = make_sessionmaker(engine)
     halt = asyncio.Event()
 
     async def watch() -> None:
+        await asyncio.to_thread(_wait_go, go, stop)
+        cpu.value = -_cpu_s()  # diagnostic: this process's CPU from go until the parent stops it
         await asyncio.to_thread(stop.wait)
+        cpu.value += _cpu_s()
         halt.set()
 
     watcher = asyncio.create_task(watch())
@@ -159,7 +186,9 @@ async def _child_main(role: str, db_url: str, kafka: KafkaSettings, ready: Any, 
         await engine.dispose()
 
 
-async def _plumbing(kafka: KafkaSettings, db_url: str, events: list[Envelope[Any]]) -> dict[str, float]:
+async def _plumbing(
+    kafka: KafkaSettings, db_url: str, events: list[Envelope[Any]], broker_pid: int | None = None
+) -> dict[str, Any]:
     engine = make_engine(db_url)
     sessions = make_sessionmaker(engine)
     async with engine.begin() as conn:
@@ -172,15 +201,23 @@ async def _plumbing(kafka: KafkaSettings, db_url: str, events: list[Envelope[Any
 
     ctx = mp.get_context("spawn")
     consumer_ready, relay_ready, go, stop = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    consumer_cpu, relay_cpu = ctx.Value("d", 0.0), ctx.Value("d", 0.0)
     kafka_json = kafka.model_dump_json()
-    consumer = ctx.Process(target=_child, args=("consumer", db_url, kafka_json, consumer_ready, go, stop))
-    relay = ctx.Process(target=_child, args=("relay", db_url, kafka_json, relay_ready, go, stop))
+    consumer = ctx.Process(
+        target=_child, args=("consumer", db_url, kafka_json, consumer_ready, go, stop, consumer_cpu)
+    )
+    relay = ctx.Process(target=_child, args=("relay", db_url, kafka_json, relay_ready, go, stop, relay_cpu))
+    cpu: dict[str, float | None] = {}
     consumer.start()
     relay.start()
     try:
         for flag in (consumer_ready, relay_ready):
             if not await asyncio.to_thread(flag.wait, 120):
                 raise TimeoutError("benchmark child did not start")
+        backends_q = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        async with sessions() as session:
+            backends_before = {pid: _proc_cpu_s(pid) for pid in (await session.execute(backends_q)).scalars()}
+        broker_cpu = _proc_cpu_s(broker_pid) if broker_pid else None
         started = time.perf_counter()
         go.set()
         count_q = select(func.count()).select_from(TABLES.inbox)
@@ -196,12 +233,27 @@ async def _plumbing(kafka: KafkaSettings, db_url: str, events: list[Envelope[Any
                     break
             await asyncio.sleep(0.05)
         pipeline_s = time.perf_counter() - started
+        # Diagnostics only (after the measurement): CPU of the broker and of this database's PostgreSQL
+        # backends (their growth since go; local server only).
+        after = _proc_cpu_s(broker_pid) if broker_pid else None
+        cpu["broker"] = after - broker_cpu if after is not None and broker_cpu is not None else None
+        async with sessions() as session:
+            pids = list((await session.execute(backends_q)).scalars())
+        # The backends that existed before go are this process's (enqueue, then the polling below).
+        now_cpu = {pid: _proc_cpu_s(pid) for pid in pids}
+        children = [c for pid, c in now_cpu.items() if pid not in backends_before and c is not None]
+        ours = [
+            c - (backends_before[pid] or 0.0) for pid, c in now_cpu.items() if pid in backends_before and c
+        ]
+        cpu["postgres"] = sum(children) if children else None
+        cpu["postgres (progress polling)"] = sum(ours) if ours else None
     finally:
         stop.set()
         for proc in (relay, consumer):
             proc.join(30)
             if proc.is_alive():
                 proc.kill()
+    cpu["relay"], cpu["consumer"] = relay_cpu.value, consumer_cpu.value
     try:
         latencies = await _latency(kafka, sessions)
     finally:
@@ -211,6 +263,7 @@ async def _plumbing(kafka: KafkaSettings, db_url: str, events: list[Envelope[Any
         "pipeline_s": pipeline_s,
         "relay_s": relay_s or pipeline_s,
         "latency_ms": latencies,
+        "cpu_s": cpu,
     }
 
 
@@ -315,7 +368,7 @@ async def main() -> dict[str, Any]:
         topic = raw.topic(TOPIC)
         produce_s = await _raw_produce(raw, topic, records)
         consume_s = await _raw_consume_insert(raw, topic, db_raw, N)
-        result = await _plumbing(plumbing, db_plumbing, events)
+        result = await _plumbing(plumbing, db_plumbing, events, broker.pid if broker is not None else None)
         staged = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         await ensure_topics(staged)
         stages = await _stages(staged, db_stages, events)
@@ -349,6 +402,15 @@ async def main() -> dict[str, Any]:
         f"  of the produce baseline; consumer (broker -> inbox) {consumer_alone:,.0f} events/s ="
         f" {consumer_alone / consume:.0%} of the consume + insert baseline"
     )
+    cpu = result["cpu_s"]
+    print(
+        "  CPU during the pipeline, microseconds per event: "
+        + ", ".join(
+            f"{name} {cpu[name] / N * 1e6:.0f}" if cpu.get(name) is not None else f"{name} n/a"
+            for name in ("relay", "consumer", "broker", "postgres", "postgres (progress polling)")
+        )
+        + f" (wall {result['pipeline_s'] / N * 1e6:.0f} on {os.cpu_count()} CPUs)"
+    )
     lat = result["latency_ms"]
     print(
         f"  relay latency commit -> acked publish, no wake() (NOTIFY + 50 ms polling): p50 {lat[len(lat) // 2]:.0f} ms,"
@@ -373,6 +435,9 @@ async def main() -> dict[str, Any]:
         "relay_alone_events_per_s": round(relay_alone),
         "consumer_alone_events_per_s": round(consumer_alone),
         "load_average": round(os.getloadavg()[0], 1),
+        "pipeline_cpu_us_per_event": {
+            name: round(value / N * 1e6, 1) for name, value in cpu.items() if value is not None
+        },
         "relay_latency_ms": {
             "p50": round(result["latency_ms"][len(result["latency_ms"]) // 2], 1),
             "p95": round(result["latency_ms"][int(len(result["latency_ms"]) * 0.95)], 1),

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import SchemaValidator
 
 from ar_events.context import current_correlation_id
 from ar_events.events import Payload, payload_class
@@ -101,9 +103,30 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
     """
     if value is None:
         raise DecodeError("record has no value (tombstone)")
-    fast = _decode_fast(value)
-    if fast is not None:
-        return fast
+    # The common case in one pass of pydantic's JSON parser. The type is read from the raw bytes to pick the
+    # model; the result only counts if the validated envelope's own ``type``, ``specversion`` and ``subject``
+    # agree, so a nested ``"type"`` key cannot fool it. Anything else takes the careful path below.
+    data = value.encode() if isinstance(value, str) else value
+    match = _TYPE_FIELD.search(data)
+    if match is not None:
+        known = _FAST.get(match.group(1)) or _fast_validator(match.group(1))
+        if known is not None:
+            type_name, validate = known
+            try:
+                env: Envelope[Payload] = validate(data)
+            except ValidationError:
+                pass
+            else:
+                if (
+                    env.type == type_name
+                    and env.specversion == SPEC_VERSION
+                    and env.subject == env.data.client_id
+                ):
+                    return env
+    return _decode_carefully(data)
+
+
+def _decode_carefully(value: bytes) -> Envelope[Payload]:
     try:
         raw = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -134,28 +157,22 @@ def decode(value: bytes | str | None) -> Envelope[Payload]:
 
 _TYPE_FIELD = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
 
+#: Raw type bytes -> (type name, ``Envelope[cls].model_validate_json``) for the known types seen so far.
+_FAST: dict[bytes, tuple[str, Callable[[bytes], Any]]] = {}
 
-def _decode_fast(value: bytes | str) -> Envelope[Payload] | None:
-    """The common case in one pass of pydantic's JSON parser; None sends the record down the careful path.
 
-    The type is read from the raw bytes to pick the model; the result only counts if the validated
-    envelope's own ``type``, ``specversion`` and ``subject`` agree, so a nested ``"type"`` key cannot fool it.
-    """
-    data = value.encode() if isinstance(value, str) else value
-    match = _TYPE_FIELD.search(data)
-    if match is None:
-        return None
-    type_name = match.group(1).decode("utf-8", "replace")
+def _fast_validator(raw_type: bytes) -> tuple[str, Callable[[bytes], Any]] | None:
+    """The validator of a type, without pydantic's wrapper when the core validator is built (the wrapper
+    calls it with default options)."""
+    type_name = raw_type.decode("utf-8", "replace")
     model = _envelope_model(type_name)
     if model is None:
         return None
-    try:
-        env: Envelope[Payload] = model.model_validate_json(data)
-    except ValidationError:
-        return None
-    if env.type != type_name or env.specversion != SPEC_VERSION or env.subject != env.data.client_id:
-        return None
-    return env
+    core = model.__pydantic_validator__
+    validate = core.validate_json if isinstance(core, SchemaValidator) else model.model_validate_json
+    if len(_FAST) < 10_000:  # bounded: the keys come from records
+        _FAST[raw_type] = (type_name, validate)
+    return type_name, validate
 
 
 _ENVELOPE_MODELS: dict[str, type[Envelope[Any]]] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from ar_events_itest_support import TOPIC, payment, setup_database, unpublished, wait_until, write
@@ -12,7 +14,7 @@ from sqlalchemy import MetaData, inspect, select, text, update
 from ar_events.envelope import decode
 from ar_events.kafka import ensure_topics, make_producer
 from ar_events.outbox import enqueue
-from ar_events.relay import OutboxRelay, purge_published, republish
+from ar_events.relay import OutboxRelay, publish_rows, purge_published, republish
 from ar_events.settings import KafkaSettings, OutboxSettings
 from ar_events.tables import TABLES, add_plumbing_tables
 from ar_events.testing import unique_prefix
@@ -303,3 +305,86 @@ async def test_on_postgres_a_commit_elsewhere_wakes_the_relay_through_notify(
 
 async def _listening(relay: OutboxRelay) -> bool:
     return relay.holds_lease and relay._listener is not None
+
+
+async def test_send_rows_batches_per_partition_where_send_would_put_each_key_and_keeps_key_order(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """The batch path (one record batch per partition, split when full) puts every record where
+    ``producer.send`` puts its key, in row order within a key, with the headers."""
+    await ensure_topics(kafka_settings)
+    topic = kafka_settings.topic(TOPIC)
+    # Small batches, so one call fills several per partition.
+    producer = make_producer(kafka_settings, max_batch_size=4096)
+    await producer.start()
+    try:
+        keys = [f"cli_{k}" for k in range(13)]
+        rows = [
+            SimpleNamespace(
+                id=i, topic=TOPIC, key=keys[i % len(keys)], type="t", value=f"v{i}".encode() * 40,
+                headers={"n": str(i)} if i % 2 else None,
+            )
+            for i in range(400)
+        ]  # fmt: skip
+        ok, error = await publish_rows(producer, rows, kafka_settings)
+        assert error is None
+        assert ok == [row.id for row in rows]
+        probes = {key: await (await producer.send(topic, value=b"probe", key=key.encode())) for key in keys}
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(kafka_settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while len(seen) < len(rows) + len(keys) and loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                seen.extend(records)
+    finally:
+        await consumer.stop()
+    data = [r for r in seen if r.value != b"probe"]
+    assert len(data) == len(rows)
+    for key in keys:
+        mine = [r for r in data if r.key == key.encode()]
+        assert {r.partition for r in mine} == {probes[key].partition}, key
+        assert [r.value for r in mine] == [row.value for row in rows if row.key == key], "order within a key"
+    by_value = {r.value: r for r in data}
+    for row in rows:
+        headers = dict(by_value[row.value].headers)
+        assert headers["content-type"] == b"application/cloudevents+json"
+        assert headers.get("n") == (str(row.id).encode() if row.id % 2 else None)
+
+
+async def test_a_relay_given_a_started_producer_neither_restarts_nor_stops_it(
+    sqlite_url: str, kafka_settings: KafkaSettings
+) -> None:
+    """A second start() would add a second sender loop on the same accumulator (they wake each other)."""
+    await ensure_topics(kafka_settings)
+    engine, sessions = await setup_database(sqlite_url)
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    sender_task = producer._sender.sender_task
+    stop = asyncio.Event()
+    relay = OutboxRelay(sessions, kafka_settings, name="shared", producer=producer)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await write(sessions, [payment("cli_shared", 1)])
+        relay.wake()
+
+        async def published() -> bool:
+            return relay.published == 1
+
+        await wait_until(published, timeout=15)
+        assert producer._sender.sender_task is sender_task, "the relay started the caller's producer again"
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+    try:
+        await producer.send_and_wait(kafka_settings.topic(TOPIC), b"still open", key=b"cli_shared")
+    finally:
+        await producer.stop()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
+from prometheus_client import CollectorRegistry, Histogram
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ar_events.broker import free_port, kafka_answers
+from ar_events.consumer import raise_gc_threshold
 from ar_events.db import is_transient
+from ar_events.metrics import observe_many
 from ar_events.relay import record_headers
 from ar_events.tables import UtcDateTime
 
@@ -86,3 +90,40 @@ def test_probe_says_no_to_a_server_that_is_not_kafka() -> None:
         server.listen()
         port = server.getsockname()[1]
         assert not kafka_answers("127.0.0.1", port, timeout=0.2)
+
+
+def _exposition(histogram: Histogram) -> dict[str, float]:
+    samples = (s for m in histogram.collect() for s in m.samples if not s.name.endswith("_created"))
+    return {f"{s.name}{sorted(s.labels.items())}": s.value for s in samples}
+
+
+@pytest.mark.parametrize("values", [[0.0004], [0.0005, 0.001, 0.0011, 0.3, 7.0, 0.0, 2.5, 2.5000001] * 50])
+def test_observe_many_gives_the_histogram_that_observe_gives(values: list[float]) -> None:
+    """observe_many updates the client's bucket counters directly: same buckets, count and sum as observe."""
+    buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+    one_by_one = Histogram("t_one", "t", ["x"], buckets=buckets, registry=CollectorRegistry())
+    together = Histogram("t_one", "t", ["x"], buckets=buckets, registry=CollectorRegistry())
+    for value in values:
+        one_by_one.labels("a").observe(value)
+    observe_many(together.labels("a"), values)
+    expected, got = _exposition(one_by_one), _exposition(together)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_raise_gc_threshold_only_raises_generation_0() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        raise_gc_threshold(50_000)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        raise_gc_threshold(1_000)  # never lowers
+        assert gc.get_threshold() == (50_000, 10, 10)
+        raise_gc_threshold(None)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        gc.set_threshold(0, 10, 10)  # collector switched off by the application: stays off
+        raise_gc_threshold(50_000)
+        assert gc.get_threshold() == (0, 10, 10)
+    finally:
+        gc.set_threshold(*before)
