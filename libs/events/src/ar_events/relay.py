@@ -303,6 +303,10 @@ class OutboxRelay:
                     await self._sleep(stop, 1.0)
                     continue
                 if count < self.settings.batch_size:
+                    if count and self.settings.coalesce_ms:
+                        # Commits that arrive now wait a moment and share the next pass: a busy REST service
+                        # otherwise runs a whole publish pass (several round trips) per request.
+                        await self._sleep_unwoken(stop, self.settings.coalesce_ms / 1000)
                     await self._sleep(stop, self.poll_interval)
         finally:
             await self._shutdown(producer, started)
@@ -346,6 +350,11 @@ class OutboxRelay:
         if self._own_producer and started:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+    async def _sleep_unwoken(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep ``seconds`` (or until ``stop``) whatever wakes arrive; they are kept for the next ``_sleep``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]

@@ -39,6 +39,12 @@ class OutboxSettings(BaseModel):
     retention_days: int = Field(default=7, ge=0, description="Keep published rows this long for re-publish")
     batch_size: int = Field(default=500, ge=1, description="Rows the relay publishes per batch")
     poll_interval_ms: int = Field(default=50, ge=1, description="Upper bound on relay latency after a commit")
+    coalesce_ms: int = Field(
+        default=15,
+        ge=0,
+        le=1_000,
+        description="After a pass that published something, commits arriving within this long share the next pass",
+    )
     listen_poll_interval_ms: int = Field(
         default=1_000,
         ge=1,

@@ -388,3 +388,43 @@ async def test_a_relay_given_a_started_producer_neither_restarts_nor_stops_it(
         await producer.send_and_wait(kafka_settings.topic(TOPIC), b"still open", key=b"cli_shared")
     finally:
         await producer.stop()
+
+
+class _CountingRelay(OutboxRelay):
+    """The real relay, counting the publish passes that found rows."""
+
+    passes_with_rows = 0
+
+    async def publish_batch(self) -> int:
+        count = await super().publish_batch()
+        if count:
+            self.passes_with_rows += 1
+        return count
+
+
+async def test_commits_arriving_right_after_a_pass_share_the_next_one(
+    sqlite_url: str, kafka_settings: KafkaSettings
+) -> None:
+    engine, sessions = await setup_database(sqlite_url)
+    stop = asyncio.Event()
+    settings = OutboxSettings(poll_interval_ms=30_000, coalesce_ms=500)
+    relay = _CountingRelay(sessions, kafka_settings, settings, name="coalesce")
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_until(lambda: _holds(relay), timeout=10, interval=0.02)
+        await write(sessions, [payment("cli_c", 0)])
+        relay.wake()
+        await wait_until(lambda: _published(relay, 1), timeout=10, interval=0.005)
+        for i in range(1, 6):  # five commits, each waking the relay, within the coalescing window
+            await write(sessions, [payment("cli_c", i)])
+            relay.wake()
+        await wait_until(lambda: _published(relay, 6), timeout=10, interval=0.005)
+        assert relay.passes_with_rows == 2  # one pass for the first, one for the five that followed
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def _published(relay: OutboxRelay, n: int) -> bool:
+    return relay.published >= n
