@@ -315,6 +315,16 @@ async def _consumer(db_url: str) -> dict[str, float]:
     return {"per_s": len(envelopes) / elapsed, "cpu_ms": 1000 * cpu / len(envelopes)}
 
 
+def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print("  (invoice-svc did not stop within 30 s of SIGTERM; killed)")
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 async def main() -> dict[str, Any]:
     name = f"bench_invoice_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_SERVER)
@@ -336,10 +346,10 @@ async def main() -> dict[str, Any]:
             tp = await _throughput(base)
             aging = await _aging(base, db_url)
             consumer = await _consumer(db_url)
+            _stop_server(proc)  # while the broker is still up: the relay's producer closes cleanly
     finally:
         if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+            _stop_server(proc)
         admin = await asyncpg.connect(PG_SERVER)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
