@@ -259,6 +259,17 @@ _INSERT_LEDGER = insert(ledger_entry)
 _INVOICE_COLUMNS = tuple(c.name for c in invoice.columns)
 
 
+#: The ledger entries of an issue or of an allocation Decision, inserted from ``e_*`` arrays (a CTE of both).
+_NEW_LEDGER_CTE = """new_ledger AS (
+    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
+    SELECT e.* FROM unnest(
+        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
+        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
+        CAST(:e_amount AS bigint[])
+    ) AS e
+)"""
+
+
 def _issue_sql(*, responding: bool) -> Any:
     """PostgreSQL: a new invoice, its lines and ledger entries (and the idempotent response) in ONE statement.
 
@@ -267,7 +278,8 @@ def _issue_sql(*, responding: bool) -> Any:
     come as one array per column (``unnest``), so the statement text, and its prepared plan, never depend on
     how many there are.
     """
-    sql = f"""WITH new_invoice AS (
+    sql = (
+        f"""WITH new_invoice AS (
     INSERT INTO invoice ({", ".join(_INVOICE_COLUMNS)})
     VALUES ({", ".join(":i_" + c for c in _INVOICE_COLUMNS)})
 ), new_lines AS (
@@ -277,14 +289,9 @@ def _issue_sql(*, responding: bool) -> Any:
         CAST(:l_unit_price_minor AS bigint[]), CAST(:l_tax_rate_bp AS integer[]), CAST(:l_net AS bigint[]),
         CAST(:l_tax AS bigint[])
     ) AS l
-), new_ledger AS (
-    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
-    SELECT e.* FROM unnest(
-        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
-        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
-        CAST(:e_amount AS bigint[])
-    ) AS e
-)"""
+), """
+        + _NEW_LEDGER_CTE
+    )
     if responding:
         sql += """, response AS (
     UPDATE idempotency_key
@@ -297,7 +304,8 @@ def _issue_sql(*, responding: bool) -> Any:
 #: PostgreSQL: a whole allocation Decision in ONE statement (was one per invoice, payment and allocation row).
 #: Allocation rows keep their order (``ORDER BY ordinality`` feeds the identity column in creation order, which
 #: undo relies on: newest first).
-_STORE_PG = text("""WITH changed_invoices AS (
+_STORE_PG = text(
+    """WITH changed_invoices AS (
     UPDATE invoice SET amount_due = u.amount_due, paid_amount = u.paid_amount,
         credited_amount = u.credited_amount, status = u.status, disputed = u.disputed, paid_at = u.paid_at
     FROM unnest(
@@ -326,15 +334,10 @@ _STORE_PG = text("""WITH changed_invoices AS (
     ) WITH ORDINALITY AS a(payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
         cause, reverses, created_at, n)
     ORDER BY a.n
-), new_ledger AS (
-    INSERT INTO ledger_entry (invoice_id, client_id, currency, due_date, entry_date, kind, amount)
-    SELECT e.* FROM unnest(
-        CAST(:e_invoice_id AS text[]), CAST(:e_client_id AS text[]), CAST(:e_currency AS text[]),
-        CAST(:e_due_date AS date[]), CAST(:e_entry_date AS date[]), CAST(:e_kind AS text[]),
-        CAST(:e_amount AS bigint[])
-    ) AS e
+), """
+    + _NEW_LEDGER_CTE
+    + "\nSELECT 1"
 )
-SELECT 1""")
 
 
 def _store_params(decision: Decision) -> dict[str, Any]:
