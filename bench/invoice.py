@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from ar_events.broker import EmbeddedBroker, free_port
 from ar_events.db import make_engine
+from bench.procstat import cpu_seconds
 
 PG_SERVER = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEY = "ar_benchbenchbenchbenchbenchbenchbenchbenchbenc"
@@ -84,10 +85,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), to report the server's CPU per request."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+_cpu_seconds = cpu_seconds  # the server's CPU per request
 
 
 SERVER_PID = 0

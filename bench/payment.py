@@ -17,13 +17,13 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
 from ar_events.broker import free_port
+from bench.procstat import cpu_seconds
 from payment_svc.domain.signatures import sign_stripe
 
 REQUESTS = int(os.environ.get("BENCH_PAYMENT_REQUESTS", "3000"))
@@ -80,10 +80,7 @@ async def _drive(
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the server process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+_cpu_seconds = cpu_seconds  # the server's CPU per request
 
 
 async def _measure(

@@ -39,6 +39,7 @@ from ar_events.relay import OutboxRelay
 from ar_events.settings import ConsumerSettings, KafkaSettings, OutboxSettings
 from ar_events.tables import TABLES
 from ar_events.testing import asyncpg_dsn, create_database, drop_database, local_postgres_url
+from bench.procstat import cpu_seconds
 
 N = int(os.environ.get("BENCH_EVENTS", "100000"))
 KEYS = 1000
@@ -129,9 +130,7 @@ def _cpu_s() -> float:
 def _proc_cpu_s(pid: int) -> float | None:
     """CPU seconds (user + system) of a local process so far, from /proc; None if unreadable (diagnostic)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
 

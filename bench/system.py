@@ -52,6 +52,7 @@ from ar_events.settings import KafkaSettings
 from ar_events.testing import create_database, drop_database, local_postgres_url
 from ar_events.topics import Topic
 from ar_ops.stack import SERVICES, RunningStack, StackConfig, start_stack
+from bench.procstat import cpu_seconds
 
 # The issue's size. On a busy machine it takes long: BENCH_SYSTEM_CLIENTS=1000 is a quick look.
 N = int(os.environ.get("BENCH_SYSTEM_CLIENTS", "10000"))
@@ -247,16 +248,13 @@ class Api:
 
 # ------------------------------------------------------------------------------------------ CPU accounting
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (Linux /proc), 0 when it is gone."""
+    """User + system CPU seconds of one process, 0 when it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except (OSError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
 def _postgres_pids() -> list[int]:
