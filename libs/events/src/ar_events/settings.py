@@ -29,7 +29,13 @@ class DatabaseSettings(BaseModel):
     url: str = Field(
         description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///file.db"
     )
-    pool_size: int = Field(default=10, description="Connection pool size (PostgreSQL)")
+    pool_size: int = Field(default=10, ge=1, description="Connection pool size (PostgreSQL)")
+    max_overflow: int = Field(
+        default=0,
+        ge=0,
+        description="Extra short-lived connections beyond pool_size under bursts (PostgreSQL; each is a new "
+        "server backend, closed when returned)",
+    )
     echo: bool = Field(default=False, description="Log every SQL statement")
 
 

@@ -43,3 +43,23 @@ async def test_pooled_connections_closed_by_the_server_are_replaced_not_handed_o
     finally:
         await admin.close()
         await engine.dispose()
+
+
+async def test_a_burst_wider_than_the_pool_waits_for_pooled_connections_instead_of_opening_new_ones(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url, pool_size=2)
+    try:
+
+        async def backend() -> int:
+            async with engine.connect() as conn:
+                pid = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+                await asyncio.sleep(0.02)
+                return pid
+
+        for _ in range(3):  # each burst is three times the pool
+            pids = await asyncio.gather(*(backend() for _ in range(6)))
+            assert len(set(pids)) <= 2, "a connection beyond the pool was opened (and would be closed again)"
+        assert engine.pool.checkedin() == 2  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()

@@ -138,7 +138,10 @@ def build(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Everything the process needs, built once at start-up. A bad policy file raises PolicyFileError here."""
     specs = load_policy_file(settings.policies_file)
     engine = make_engine(
-        settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        echo=settings.database.echo,
     )
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     the_clock = clock or settings.clock.build()

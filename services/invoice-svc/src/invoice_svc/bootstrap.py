@@ -86,7 +86,12 @@ def build(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Everything the process needs, built once at start-up (never at import)."""
     url = settings.database.url
     # No pool pre-ping: make_engine refuses connections the server closed at checkout, without a round trip.
-    engine = make_engine(url, pool_size=settings.database.pool_size, echo=settings.database.echo)
+    engine = make_engine(
+        url,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        echo=settings.database.echo,
+    )
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     the_clock = clock or settings.clock.build()
     relay = OutboxRelay(sessionmaker, settings.kafka, settings.outbox, name=SERVICE, clock=the_clock)

@@ -46,7 +46,10 @@ class Services:
 
 def build(settings: Settings, clock: Clock | None = None) -> Services:
     engine = make_engine(
-        settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        echo=settings.database.echo,
     )
     return Services(
         settings=settings,

@@ -33,7 +33,7 @@ def build(settings: Settings, *, clock: Clock | None = None, with_relay: bool = 
     """Everything a process needs; the relay only when this process publishes the outbox."""
     clock = clock or SystemClock()
     db = settings.database
-    engine = make_engine(db.url, pool_size=db.pool_size, echo=db.echo)
+    engine = make_engine(db.url, pool_size=db.pool_size, max_overflow=db.max_overflow, echo=db.echo)
     sessionmaker = make_sessionmaker(engine)
     secrets = SecretStore(sessionmaker, settings.accounts, ttl=settings.webhooks.secret_cache_seconds)
     relay = (
