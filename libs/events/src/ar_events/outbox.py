@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ar_events.db import PgDriver, is_postgres
 from ar_events.envelope import Envelope, encode
 from ar_events.tables import TABLES
 
@@ -32,6 +34,9 @@ async def enqueue(
         return
     created = (now or datetime.now(UTC)).astimezone(UTC)
     extra = dict(headers) if headers else None
+    if is_postgres(session):
+        await _enqueue_pg(session, envelopes, extra, created)
+        return
     rows = [
         {
             "event_id": env.id,
@@ -44,9 +49,43 @@ async def enqueue(
         }
         for env in envelopes
     ]
-    if session.get_bind().dialect.name == "postgresql":
-        await lock_keys(session, sorted({env.subject for env in envelopes}))
     await session.execute(_INSERT, rows)
+
+
+# One statement on PostgreSQL: the per-key advisory locks and the NOTIFY are a one-time filter (InitPlans run
+# before the first row is produced, so the locks are held before any ``nextval`` hands out an outbox id), then
+# every row from arrays, in the order given (``WITH ORDINALITY``; the relay publishes per key in id order).
+_ENQUEUE_PG = (
+    f"INSERT INTO {_OUTBOX.name} (event_id, topic, key, type, value, headers, created_at)"
+    " SELECT u.e, u.t, u.k, u.ty, u.v, CAST($6 AS text)::json, $7"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY AS u(e, t, k, ty, v, o)"
+    " WHERE (SELECT count(pg_advisory_xact_lock(hashtextextended(x, 7283))) FROM unnest($8::text[]) AS x) >= 0"
+    " AND (SELECT count(pg_notify($9, ''))) = 1"
+    " ORDER BY u.o"
+)
+
+
+async def _enqueue_pg(
+    session: AsyncSession,
+    envelopes: tuple[Envelope[Any], ...],
+    extra: dict[str, str] | None,
+    created: datetime,
+) -> None:
+    driver = await PgDriver.of(session)
+    status = await driver.execute(
+        _ENQUEUE_PG,
+        [env.id for env in envelopes],
+        [str(type(env.data).TOPIC) for env in envelopes],
+        [env.subject for env in envelopes],
+        [env.type for env in envelopes],
+        [encode(env) for env in envelopes],
+        json.dumps(extra) if extra is not None else None,
+        created,
+        sorted({env.subject for env in envelopes}),
+        NOTIFY_CHANNEL,
+    )
+    if status != f"INSERT 0 {len(envelopes)}":  # never drop an event silently (the filter must pass)
+        raise RuntimeError(f"outbox insert wrote {status!r} for {len(envelopes)} events")
 
 
 #: PostgreSQL NOTIFY channel: relays LISTEN on it and wake as soon as a transaction that enqueued commits.

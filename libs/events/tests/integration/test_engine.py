@@ -63,3 +63,42 @@ async def test_a_burst_wider_than_the_pool_waits_for_pooled_connections_instead_
         assert engine.pool.checkedin() == 2  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
+
+
+async def test_pg_driver_runs_in_the_sessions_transaction_and_raises_sqlalchemys_errors(
+    postgres_url: str,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from ar_events.db import PgDriver
+
+    engine = make_engine(postgres_url, pool_size=2)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE IF NOT EXISTS pg_driver_t (id int PRIMARY KEY)"))
+            await conn.execute(text("TRUNCATE pg_driver_t"))
+        # Rolled back with the session: the statement ran inside its transaction (begun by the driver).
+        async with sessionmaker() as session:
+            driver = await PgDriver.of(session)
+            assert await driver.execute("INSERT INTO pg_driver_t VALUES ($1)", 1) == "INSERT 0 1"
+            await session.rollback()
+        # Mixed with session statements and committed by the session.
+        async with sessionmaker() as session, session.begin():
+            await session.execute(text("INSERT INTO pg_driver_t VALUES (2)"))
+            await (await PgDriver.of(session)).execute("INSERT INTO pg_driver_t VALUES ($1)", 3)
+        async with sessionmaker() as session:
+            rows = await (await PgDriver.of(session)).fetch("SELECT id FROM pg_driver_t ORDER BY id")
+            assert [r["id"] for r in rows] == [2, 3]
+        # The error a session statement would raise, and the session rolls back cleanly after it.
+        async with sessionmaker() as session:
+            with pytest.raises(IntegrityError) as caught:
+                await (await PgDriver.of(session)).execute("INSERT INTO pg_driver_t VALUES ($1)", 2)
+            assert getattr(caught.value.orig, "sqlstate", None) == "23505"
+            await session.rollback()
+            assert (await session.execute(text("SELECT count(*) FROM pg_driver_t"))).scalar_one() == 2
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE IF EXISTS pg_driver_t"))
+        await engine.dispose()
