@@ -94,6 +94,7 @@ SERVER_PID = 0
 async def _load(client: httpx.AsyncClient, seconds: float, make: Any) -> dict[str, float]:
     """Run ``make(client, n)`` from CONCURRENCY workers for ``seconds``; rate, latency percentiles, server CPU."""
     latencies: list[float] = []
+    retried: list[int] = []
     cpu0 = _cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
     counter = iter(range(10**9))
     deadline = time.perf_counter() + seconds
@@ -102,7 +103,14 @@ async def _load(client: httpx.AsyncClient, seconds: float, make: Any) -> dict[st
         while time.perf_counter() < deadline:
             n = next(counter)
             started = time.perf_counter()
-            response = await make(client, n)
+            try:
+                response = await make(client, n)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # A keep-alive connection the server closed just as it was reused (uvicorn drops connections
+                # idle for 5 s; under load a worker can wait that long). Every request here is safe to repeat:
+                # GETs, and POSTs with an Idempotency-Key.
+                retried.append(n)
+                response = await make(client, n)
             latencies.append(time.perf_counter() - started)
             if response.status_code >= 300:
                 raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
@@ -114,6 +122,7 @@ async def _load(client: httpx.AsyncClient, seconds: float, make: Any) -> dict[st
     total = len(latencies)
     return {
         "requests": total,
+        "retried": len(retried),
         "per_s": total / elapsed,
         "server_cpu_ms": 1000 * cpu / total,
         "p50_ms": 1000 * _pct(latencies, 0.50),
@@ -157,9 +166,8 @@ async def _throughput(base: str) -> dict[str, Any]:
                                 headers={"Idempotency-Key": f"{run}-{n}"})  # fmt: skip
 
         async def warm(c: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await c.post(
-                "/v1/invoices", json=_invoice_body(clients[n % len(clients)], n, "warm" + run)
-            )
+            return await c.post("/v1/invoices", json=_invoice_body(clients[n % len(clients)], n, "warm" + run),
+                                headers={"Idempotency-Key": f"warm{run}-{n}"})  # fmt: skip
 
         await _load(client, WARMUP_S, ping)
         await _load(client, WARMUP_S, warm)

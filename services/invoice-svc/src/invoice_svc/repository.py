@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -38,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
+from ar_events.db import PgDriver, PgStatement
 from ar_events.envelope import Envelope, new_event
 from ar_events.events import Payload
 from ar_events.outbox import enqueue
@@ -379,6 +381,26 @@ def _store_params(decision: Decision) -> dict[str, Any]:
 _ISSUE_PG = _issue_sql(responding=False)
 _ISSUE_PG_RESPONDING = _issue_sql(responding=True)
 
+# The issue path's statements, sent straight to asyncpg (``PgDriver``: a third of SQLAlchemy's client CPU).
+_FOR_ISSUE_RESERVING_RAW = PgStatement(_FOR_ISSUE_RESERVING_PG)
+_ISSUE_RAW = PgStatement(_ISSUE_PG)
+_ISSUE_RESPONDING_RAW = PgStatement(_ISSUE_PG_RESPONDING)
+_CLIENT_JSON = frozenset(c.name for c in client.columns if isinstance(c.type, JSON))
+
+
+class _RawRow:
+    """Attribute access over an asyncpg Record, with the client's JSON columns decoded (the session's
+    connection hands JSON back as text, which SQLAlchemy's JSON type would have decoded)."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._record[name]
+        return json.loads(value) if name in _CLIENT_JSON and isinstance(value, str) else value
+
 
 # --------------------------------------------------------------------------------------------------
 # Records the API shows (richer than the domain objects)
@@ -649,11 +671,14 @@ class ClientRepository:
         """
         params: dict[str, Any] = {"client_id": client_id, "currency": currency, "number": number}
         reserved = True
+        row: Any
         if reserve is None:
             row = (await self.session.execute(_FOR_ISSUE, params)).first()
         elif self.session.get_bind().dialect.name == "postgresql":
             params.update({f"r_{k}": v for k, v in reserve.items()})
-            row = (await self.session.execute(_FOR_ISSUE_RESERVING_PG, params)).first()
+            driver = await PgDriver.of(self.session)
+            raw = await driver.fetchrow(_FOR_ISSUE_RESERVING_RAW.sql, *_FOR_ISSUE_RESERVING_RAW.args(params))
+            row = _RawRow(raw) if raw is not None else None
             assert row is not None  # one row, with the client's columns NULL when there is no such client
             reserved = bool(row.reserved)
             row = row if row.id is not None else None
@@ -805,8 +830,9 @@ class InvoiceRepository:
             e_kind=[e.kind.value for e in entries],
             e_amount=[e.amount for e in entries],
         )
+        driver = await PgDriver.of(self.session)
         if response is None:
-            await self.session.execute(_ISSUE_PG, params)
+            await driver.execute(_ISSUE_RAW.sql, *_ISSUE_RAW.args(params))
             return False
         params.update(
             r_status_code=response.status_code,
@@ -815,7 +841,7 @@ class InvoiceRepository:
             r_scope=response.scope,
             r_key=response.key,
         )
-        await self.session.execute(_ISSUE_PG_RESPONDING, params)
+        await driver.execute(_ISSUE_RESPONDING_RAW.sql, *_ISSUE_RESPONDING_RAW.args(params))
         return True
 
     async def save(self, inv: Invoice, **extra: Any) -> None:
