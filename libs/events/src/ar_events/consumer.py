@@ -23,7 +23,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy import bindparam, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
@@ -35,7 +34,7 @@ from tenacity import (
 )
 
 from ar_events.context import correlation_id_var, new_correlation_id
-from ar_events.db import is_transient
+from ar_events.db import PgDriver, is_postgres, is_transient
 from ar_events.envelope import DecodeError, Envelope, UnknownEventType, decode
 from ar_events.kafka import make_consumer, make_producer
 from ar_events.metrics import (
@@ -44,7 +43,7 @@ from ar_events.metrics import (
     ConsumerMetrics,
 )
 from ar_events.settings import ConsumerSettings, KafkaSettings
-from ar_events.tables import TABLES, UtcDateTime
+from ar_events.tables import TABLES
 from ar_events.topics import dlq_of
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,12 @@ _INBOX_INSERT_SQLITE = (
 )
 # One statement with an array parameter, whatever the batch size; the new ids come back as one array value
 # (decoded by the driver) rather than a result row each.
-_INBOX_INSERT_PG = text(
+_INBOX_INSERT_PG_SQL = (  # the same, for PgDriver (straight to asyncpg: one statement per batch)
     "WITH fresh AS (INSERT INTO inbox (consumer, event_id, processed_at)"
-    " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
+    " SELECT $1, e, $3 FROM unnest($2::varchar[]) AS e"
     " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id)"
     " SELECT array_agg(event_id) FROM fresh"
-).bindparams(bindparam("now", type_=UtcDateTime()))
+)
 _ERROR_HEADER_MAX = 2000
 #: Generation-0 GC threshold that consumer runners and relays raise their process to (raise_gc_threshold).
 GC_GEN0_THRESHOLD = 50_000
@@ -341,9 +340,9 @@ class ConsumerRunner:
         log_events = self.settings.log_events and log.isEnabledFor(logging.INFO)
         applied: dict[str, list[float]] = {}  # event type -> handler seconds of each applied event
         async with self.sessionmaker() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
-                params = {"consumer": self.name, "ids": ids, "now": now}
-                fresh = set((await session.execute(_INBOX_INSERT_PG, params)).scalar_one() or ())
+            if is_postgres(session):
+                driver = await PgDriver.of(session)
+                fresh = set(await driver.fetchval(_INBOX_INSERT_PG_SQL, self.name, ids, now) or ())
             else:
                 # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs.
                 rows = [{"consumer": self.name, "event_id": i, "processed_at": now} for i in ids]

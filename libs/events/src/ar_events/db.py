@@ -174,6 +174,12 @@ class PgDriver:
         except Exception as exc:
             raise self._translate(exc, sql, args) from exc
 
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._conn.fetchval(sql, *args)
+        except Exception as exc:
+            raise self._translate(exc, sql, args) from exc
+
     async def execute(self, sql: str, *args: Any) -> str:
         """Run ``sql``; returns the command status (``"INSERT 0 3"``)."""
         try:
