@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import event as sa_event
+from sqlalchemy.util import await_only
 
 from ar_events import events as ev
-from ar_events.envelope import Envelope
+from ar_events.envelope import Envelope, new_event
 from ar_events.money import Money
 from invoice_svc.domain import reports as formulas
 from invoice_svc.domain.allocation import (
+    Decision,
     Fact,
     InvoiceReopened,
     InvoiceSettled,
@@ -34,9 +37,16 @@ from invoice_svc.domain.invoicing import credit, ledger_entry
 from invoice_svc.domain.invoicing import open_dispute as domain_open_dispute
 from invoice_svc.domain.invoicing import resolve_dispute as domain_resolve_dispute
 from invoice_svc.domain.invoicing import void as domain_void
-from invoice_svc.domain.model import Invoice, LedgerKind, Payment
+from invoice_svc.domain.model import Allocation, Invoice, LedgerEntry, LedgerKind, Payment
 from invoice_svc.domain.totals import LineInput, discount_terms, due_date_for, price_lines
-from invoice_svc.repository import ClientRecord, CreditNoteRecord, InvoiceRecord, IssueLookup, UnitOfWork
+from invoice_svc.repository import (
+    ClientRecord,
+    CreditNoteRecord,
+    InvoiceRecord,
+    IssueLookup,
+    NewPayment,
+    UnitOfWork,
+)
 from invoice_svc.schemas import (
     AgingCurrency,
     AgingGroup,
@@ -58,6 +68,7 @@ from invoice_svc.schemas import (
     StatementOut,
     money,
 )
+from invoice_svc.settings import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -626,29 +637,107 @@ async def pareto_report(uow: UnitOfWork, as_of: date | None, fraction: float) ->
 
 async def on_payment_received(event: ev.PaymentReceived, uow: UnitOfWork) -> None:
     """Allocate a payment (idempotent per payment id); the rest is client credit in its currency."""
-    if await uow.payments.get(event.payment_id) is not None:
-        log.info("payment %s already applied; skipping", event.payment_id)
+    await receive_payments(uow, [(event, uow.caused_by)])
+
+
+async def receive_payments(
+    uow: UnitOfWork, batch: Sequence[tuple[ev.PaymentReceived, Envelope[Any] | None]]
+) -> None:
+    """Allocate payments in order, set-based: a few statements for the whole batch instead of several each.
+
+    Each payment is applied exactly as ``on_payment_received`` alone would (same rules, same events, caused
+    by its own record): the payments of one client see the invoices as the previous ones left them. Payment
+    ids already stored, or earlier in the batch, are skipped.
+    """
+    if not batch:
         return
-    await uow.clients.get(event.client_id, lock=True)
+    seen = await uow.payments.lock_for_payments(
+        [e.client_id for e, _ in batch], [e.payment_id for e, _ in batch]
+    )
+    fresh: list[tuple[ev.PaymentReceived, Envelope[Any] | None]] = []
+    for event, cause in batch:
+        if event.payment_id in seen:
+            log.info("payment %s already applied; skipping", event.payment_id)
+            continue
+        seen.add(event.payment_id)
+        fresh.append((event, cause))
+    if not fresh:
+        return
+    open_invoices = await uow.invoices.open_for_clients((e.client_id, e.amount.currency) for e, _ in fresh)
     now = uow.clock.now()
-    p = Payment(
-        id=event.payment_id,
-        client_id=event.client_id,
-        currency=event.amount.currency,
-        amount=event.amount.amount_minor,
-        received_at=event.received_at,
-        invoice_ids=tuple(event.invoice_ids),
-    )
-    await uow.payments.add(
-        p, method=event.method.value, processor=event.processor, reference=event.reference, now=now
-    )
-    decision = apply_payment(p, await uow.invoices.open_for_client(event.client_id, p.currency), now)
-    await uow.store(decision)
-    uow.emit(*_fact_events(decision.facts, uow))
+    changed: dict[str, Invoice] = {}
+    payments: list[NewPayment] = []
+    allocations: list[Allocation] = []
+    ledger: list[LedgerEntry] = []
+    envelopes: list[Envelope[Any]] = []
+    for event, cause in fresh:
+        p = Payment(
+            id=event.payment_id,
+            client_id=event.client_id,
+            currency=event.amount.currency,
+            amount=event.amount.amount_minor,
+            received_at=event.received_at,
+            invoice_ids=tuple(event.invoice_ids),
+        )
+        key = (p.client_id, p.currency)
+        current = open_invoices.get(key, [])
+        decision = apply_payment(p, current, now)
+        if decision.invoices:
+            after = {i.id: i for i in decision.invoices}
+            changed.update(after)
+            open_invoices[key] = [i for i in (after.get(i.id, i) for i in current) if i.is_open]
+        payments.append(
+            NewPayment(decision.payments[0], event.method.value, event.processor, event.reference)
+        )
+        allocations.extend(decision.allocations)
+        ledger.extend(decision.ledger)
+        envelopes.extend(
+            new_event(f, source=SERVICE, time=now, caused_by=cause) for f in _fact_events(decision.facts, uow)
+        )
+    merged = Decision(invoices=tuple(changed.values()), allocations=tuple(allocations), ledger=tuple(ledger))
+    await uow.store_received(payments, merged, envelopes)
+
+
+#: ``session.info`` key of the PaymentReceived records a consumer transaction holds back (``queue_payment``).
+_QUEUED = "invoice_svc.payments_received"
+
+
+async def queue_payment(event: ev.PaymentReceived, uow: UnitOfWork) -> None:
+    """The consumer's PaymentReceived handler: hold the record back; the poll's records are applied together
+    (``receive_payments``) just before the runner commits, or before any other record of the poll.
+
+    A unit of work that owns its transaction (not the consumer's) applies it at once.
+    """
+    if uow.owns_transaction:
+        await on_payment_received(event, uow)
+        return
+    session = uow.session
+    queued: list[tuple[ev.PaymentReceived, Envelope[Any] | None]] | None = session.info.get(_QUEUED)
+    if queued is None:
+        queued = session.info[_QUEUED] = []
+        clock = uow.clock
+
+        def before_commit(_sync_session: Any) -> None:
+            # runs inside SQLAlchemy's greenlet: awaiting here is what the asyncio extension does per statement
+            held = session.info.pop(_QUEUED, None)
+            if held:
+                await_only(receive_payments(UnitOfWork(session, clock, owns_transaction=False), held))
+
+        sa_event.listen(session.sync_session, "before_commit", before_commit, once=True)
+    queued.append((event, uow.caused_by))
+
+
+async def apply_queued(uow: UnitOfWork) -> None:
+    """Apply the PaymentReceived records held back in this transaction (before a record that comes after)."""
+    held = uow.session.info.get(_QUEUED)
+    if held:
+        uow.session.info[_QUEUED] = []  # the registered before_commit applies what is queued after this
+        await receive_payments(uow, held)
 
 
 async def _undo(uow: UnitOfWork, adjustment_id: str, kind: str, payment_id: str, amount: int, *, hold: bool,
                 status: str) -> None:  # fmt: skip
+    await apply_queued(uow)
     if await uow.payments.adjustment(adjustment_id) is not None:
         log.info("%s already applied; skipping", adjustment_id)
         return
@@ -687,6 +776,7 @@ async def on_chargeback_opened(event: ev.ChargebackOpened, uow: UnitOfWork) -> N
 
 async def on_chargeback_closed(event: ev.ChargebackClosed, uow: UnitOfWork) -> None:
     """Client won: stays reopened. Merchant won: the money counts again and is re-applied."""
+    await apply_queued(uow)
     adj_id = f"chargeback:{event.chargeback_id}"
     merchant_won = event.outcome is ev.ChargebackOutcome.MERCHANT_WON
     adj = await uow.payments.adjustment(adj_id)
@@ -726,9 +816,10 @@ async def on_chargeback_closed(event: ev.ChargebackClosed, uow: UnitOfWork) -> N
 
 EventHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
 
-#: Consumed types of ar.payment.events and their handlers (PaymentFailed changes nothing we own).
+#: Consumed types of ar.payment.events and their handlers (PaymentFailed changes nothing we own). In the
+#: consumer's transaction PaymentReceived records are held back and applied together (``queue_payment``).
 PAYMENT_HANDLERS: Mapping[str, EventHandler] = {
-    ev.PaymentReceived.TYPE: on_payment_received,
+    ev.PaymentReceived.TYPE: queue_payment,
     ev.PaymentRefunded.TYPE: on_payment_refunded,
     ev.ChargebackOpened.TYPE: on_chargeback_opened,
     ev.ChargebackClosed.TYPE: on_chargeback_closed,

@@ -40,9 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
 from ar_events.db import PgDriver, PgStatement
-from ar_events.envelope import Envelope, new_event
+from ar_events.envelope import Envelope, encode, new_event
 from ar_events.events import Payload
-from ar_events.outbox import enqueue
+from ar_events.outbox import enqueue, lock_keys
 from ar_events.tables import BigId, UtcDateTime, add_plumbing_tables
 from ar_web import StoredResponse, add_web_tables
 from invoice_svc.domain.allocation import Decision
@@ -303,11 +303,11 @@ def _issue_sql(*, responding: bool) -> Any:
     return text(sql + "\nSELECT 1")
 
 
-#: PostgreSQL: a whole allocation Decision in ONE statement (was one per invoice, payment and allocation row).
-#: Allocation rows keep their order (``ORDER BY ordinality`` feeds the identity column in creation order, which
-#: undo relies on: newest first).
-_STORE_PG = text(
-    """WITH changed_invoices AS (
+#: The invoices, allocations and ledger entries of an allocation Decision, from ``v_*``, ``a_*`` and ``e_*``
+#: arrays. Allocation rows keep their order (``ORDER BY ordinality`` feeds the identity column in creation order,
+#: which undo relies on: newest first).
+_DECISION_CTES = (
+    """changed_invoices AS (
     UPDATE invoice SET amount_due = u.amount_due, paid_amount = u.paid_amount,
         credited_amount = u.credited_amount, status = u.status, disputed = u.disputed, paid_at = u.paid_at
     FROM unnest(
@@ -316,13 +316,6 @@ _STORE_PG = text(
         CAST(:v_paid_at AS timestamptz[])
     ) AS u(id, amount_due, paid_amount, credited_amount, status, disputed, paid_at)
     WHERE invoice.id = u.id
-), changed_payments AS (
-    UPDATE payment SET allocated = u.allocated, refunded = u.refunded, held = u.held
-    FROM unnest(
-        CAST(:p_id AS text[]), CAST(:p_allocated AS bigint[]), CAST(:p_refunded AS bigint[]),
-        CAST(:p_held AS bigint[])
-    ) AS u(id, allocated, refunded, held)
-    WHERE payment.id = u.id
 ), new_allocations AS (
     INSERT INTO allocation (payment_id, invoice_id, client_id, currency, amount, discount, value_date, days_late,
         cause, reverses, created_at)
@@ -338,12 +331,84 @@ _STORE_PG = text(
     ORDER BY a.n
 ), """
     + _NEW_LEDGER_CTE
+)
+
+#: PostgreSQL: a whole allocation Decision in ONE statement (was one per invoice, payment and allocation row).
+_STORE_PG = text(
+    """WITH changed_payments AS (
+    UPDATE payment SET allocated = u.allocated, refunded = u.refunded, held = u.held
+    FROM unnest(
+        CAST(:p_id AS text[]), CAST(:p_allocated AS bigint[]), CAST(:p_refunded AS bigint[]),
+        CAST(:p_held AS bigint[])
+    ) AS u(id, allocated, refunded, held)
+    WHERE payment.id = u.id
+), """
+    + _DECISION_CTES
     + "\nSELECT 1"
 )
 
+#: PostgreSQL: the payments of a consumer batch (rows inserted with their final ``allocated``), every invoice,
+#: allocation and ledger row their allocation changed, and the outbox rows of the events, in ONE statement.
+#: Outbox ids follow the order of the envelopes (the relay publishes per key in id order); the caller took the
+#: per-key advisory locks (``lock_keys``) first, as ``enqueue`` does.
+_RECEIVE_PG = text(
+    """WITH new_payments AS (
+    INSERT INTO payment (id, client_id, currency, amount, received_at, method, processor, reference, invoice_ids,
+        allocated, refunded, held, created_at)
+    SELECT n.id, n.client_id, n.currency, n.amount, n.received_at, n.method, n.processor, n.reference,
+        CAST(n.invoice_ids AS json), n.allocated, 0, 0, :now
+    FROM unnest(
+        CAST(:n_id AS text[]), CAST(:n_client_id AS text[]), CAST(:n_currency AS text[]),
+        CAST(:n_amount AS bigint[]), CAST(:n_received_at AS timestamptz[]), CAST(:n_method AS text[]),
+        CAST(:n_processor AS text[]), CAST(:n_reference AS text[]), CAST(:n_invoice_ids AS text[]),
+        CAST(:n_allocated AS bigint[])
+    ) AS n(id, client_id, currency, amount, received_at, method, processor, reference, invoice_ids, allocated)
+), new_outbox AS (
+    INSERT INTO outbox (event_id, topic, key, type, value, headers, created_at)
+    SELECT o.event_id, o.topic, o.key, o.type, o.value, NULL, :now
+    FROM unnest(
+        CAST(:o_event_id AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]), CAST(:o_type AS text[]),
+        CAST(:o_value AS bytea[])
+    ) WITH ORDINALITY AS o(event_id, topic, key, type, value, n)
+    ORDER BY o.n
+), """
+    + _DECISION_CTES
+    + "\nSELECT 1"
+).bindparams(bindparam("now", type_=UtcDateTime()))
+
+#: PostgreSQL: lock the clients of a consumer batch (in id order) and say which payment ids are already stored.
+#: The invoices are read by the NEXT statement, so that they are read after the locks are held (a statement
+#: that waited for a lock still reads other tables as of its start).
+_LOCK_FOR_PAYMENTS_PG = text(
+    """SELECT
+    ARRAY(SELECT id FROM client WHERE id IN (SELECT unnest(CAST(:client_ids AS text[]))) ORDER BY id FOR UPDATE)
+        AS locked,
+    ARRAY(SELECT id FROM payment WHERE id IN (SELECT unnest(CAST(:payment_ids AS text[])))) AS seen"""
+)
+
+#: PostgreSQL: the open invoices of several (client, currency) pairs.
+_OPEN_FOR_CLIENTS_PG = text(
+    f"""SELECT {", ".join(_INVOICE_COLUMNS)} FROM invoice
+WHERE (client_id, currency) IN (
+    SELECT * FROM unnest(CAST(:client_ids AS text[]), CAST(:currencies AS text[])))
+  AND status = 'open' AND amount_due > 0"""
+).columns(*invoice.columns)
+
 
 def _store_params(decision: Decision) -> dict[str, Any]:
-    invs, pays, allocs = decision.invoices, decision.payments, decision.allocations
+    pays = decision.payments
+    return {
+        "p_id": [p.id for p in pays],
+        "p_allocated": [p.allocated for p in pays],
+        "p_refunded": [p.refunded for p in pays],
+        "p_held": [p.held for p in pays],
+        **_decision_params(decision),
+    }
+
+
+def _decision_params(decision: Decision) -> dict[str, Any]:
+    """The ``v_*``, ``a_*`` and ``e_*`` arrays of ``_DECISION_CTES``."""
+    invs, allocs = decision.invoices, decision.allocations
     entries = [e for e in decision.ledger if e.amount != 0]
     return {
         "v_id": [i.id for i in invs],
@@ -353,10 +418,6 @@ def _store_params(decision: Decision) -> dict[str, Any]:
         "v_status": [i.status.value for i in invs],
         "v_disputed": [i.disputed for i in invs],
         "v_paid_at": [i.paid_at for i in invs],
-        "p_id": [p.id for p in pays],
-        "p_allocated": [p.allocated for p in pays],
-        "p_refunded": [p.refunded for p in pays],
-        "p_held": [p.held for p in pays],
         "a_payment_id": [a.payment_id for a in allocs],
         "a_invoice_id": [a.invoice_id for a in allocs],
         "a_client_id": [a.client_id for a in allocs],
@@ -446,6 +507,16 @@ class IssueLookup:
     has_credit: bool
     number_taken: bool
     reserved: bool = True  # the Idempotency-Key reservation was inserted (or there was none to insert)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """A payment to insert (``payment`` with its final ``allocated``) and what only the table keeps."""
+
+    payment: Payment
+    method: str | None
+    processor: str | None
+    reference: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,6 +934,31 @@ class InvoiceRepository:
         )
         return [_invoice(r) for r in (await self.session.execute(stmt)).all()]
 
+    async def open_for_clients(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Invoice]]:
+        """The open invoices of each (client id, currency) pair (pairs without any are absent)."""
+        wanted = set(pairs)
+        out: dict[tuple[str, str], list[Invoice]] = {}
+        if not wanted:
+            return out
+        if self.fold:  # PostgreSQL: one statement text whatever the number of pairs
+            clients, currencies = zip(*wanted, strict=True)
+            params = {"client_ids": list(clients), "currencies": list(currencies)}
+            rows = (await self.session.execute(_OPEN_FOR_CLIENTS_PG, params)).all()
+        else:
+            stmt = select(invoice).where(
+                invoice.c.client_id.in_({c for c, _ in wanted}),
+                invoice.c.status == InvoiceStatus.OPEN.value,
+                invoice.c.amount_due > 0,
+            )
+            rows = [
+                r for r in (await self.session.execute(stmt)).all() if (r.client_id, r.currency) in wanted
+            ]
+        for r in rows:
+            out.setdefault((r.client_id, r.currency), []).append(_invoice(r))
+        return out
+
     async def open_items(self, client_id: str) -> list[InvoiceRecord]:
         stmt = (
             select(invoice)
@@ -999,6 +1095,16 @@ class PaymentRepository:
     async def get(self, payment_id: str) -> Payment | None:
         row = (await self.session.execute(select(payment).where(payment.c.id == payment_id))).first()
         return _payment(row) if row else None
+
+    async def lock_for_payments(self, client_ids: Sequence[str], payment_ids: Sequence[str]) -> set[str]:
+        """Lock the clients (id order) for new payments; return the payment ids that are already stored."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            params = {"client_ids": sorted(set(client_ids)), "payment_ids": list(payment_ids)}
+            row = (await self.session.execute(_LOCK_FOR_PAYMENTS_PG, params)).one()
+            return set(row.seen)
+        # SQLite serialises writers: nothing to lock
+        stmt = select(payment.c.id).where(payment.c.id.in_(set(payment_ids)))
+        return set((await self.session.execute(stmt)).scalars())
 
     async def add(
         self, p: Payment, *, method: str | None, processor: str | None, reference: str | None, now: datetime
@@ -1314,6 +1420,50 @@ class UnitOfWork:
             await self.payments.save(p)
         await self.payments.add_allocations(decision.allocations)
         await self.invoices.add_ledger(decision.ledger)
+
+    async def store_received(
+        self, payments: Sequence[NewPayment], decision: Decision, envelopes: Sequence[Envelope[Any]]
+    ) -> None:
+        """New payments, what their allocation changed (``decision``) and their events' outbox rows.
+
+        On PostgreSQL one statement after the outbox's per-key advisory locks (as ``enqueue`` takes them);
+        elsewhere the statements of ``payments.add``, ``store`` and ``enqueue``.
+        """
+        if not payments:
+            return
+        await self.invoices.flush()  # rows below may refer to an invoice held back by ``invoices.add``
+        now = self.clock.now()
+        if not self.invoices.fold:
+            for n in payments:
+                await self.payments.add(
+                    n.payment, method=n.method, processor=n.processor, reference=n.reference, now=now
+                )
+            await self.store(decision)
+            await enqueue(self.session, *envelopes, now=now)
+            return
+        if envelopes:
+            await lock_keys(self.session, sorted({env.subject for env in envelopes}))
+        pays = [n.payment for n in payments]
+        params = {
+            "now": now,
+            "n_id": [p.id for p in pays],
+            "n_client_id": [p.client_id for p in pays],
+            "n_currency": [p.currency for p in pays],
+            "n_amount": [p.amount for p in pays],
+            "n_received_at": [p.received_at for p in pays],
+            "n_method": [n.method for n in payments],
+            "n_processor": [n.processor for n in payments],
+            "n_reference": [n.reference for n in payments],
+            "n_invoice_ids": [json.dumps(list(p.invoice_ids)) for p in pays],
+            "n_allocated": [p.allocated for p in pays],
+            "o_event_id": [env.id for env in envelopes],
+            "o_topic": [str(type(env.data).TOPIC) for env in envelopes],
+            "o_key": [env.subject for env in envelopes],
+            "o_type": [env.type for env in envelopes],
+            "o_value": [encode(env) for env in envelopes],
+            **_decision_params(decision),
+        }
+        await self.session.execute(_RECEIVE_PG, params)
 
 
 UnitOfWorkFactory = Callable[..., UnitOfWork]

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import await_only
 
 from ar_events.clock import Clock
 from ar_events.envelope import Envelope
@@ -28,6 +29,7 @@ from ar_events.events import (
     ManualTaskCreated,
     MessageRequest,
     NotificationFailed,
+    NotificationPreferences,
     NotificationSent,
     Payload,
     PaymentReceived,
@@ -81,11 +83,48 @@ async def on_invoice_issued(session: AsyncSession, envelope: Envelope[Any], *, c
     await _record(repo, plan_invoice_notice(envelope.data, contact), envelope, clock.now())
 
 
+#: ``session.info`` key of the PaymentReceived records a consumer transaction holds back.
+_PAYMENTS = "notify.payments_received"
+
+
 async def on_payment_received(session: AsyncSession, envelope: Envelope[Any], *, clock: Clock) -> None:
-    """PaymentReceived: a receipt when the client's preferences want one."""
+    """PaymentReceived: a receipt when the client's preferences want one.
+
+    The payments of a consumer transaction are held back and planned together just before it commits: one
+    profile lookup for all of them instead of one each (most clients want no receipt, so that lookup was
+    most of what a payment cost here).
+    """
+    queued: list[Envelope[Any]] | None = session.info.get(_PAYMENTS)
+    if queued is None:
+        queued = session.info[_PAYMENTS] = []
+
+        def before_commit(_sync_session: Any) -> None:
+            # runs inside SQLAlchemy's greenlet: awaiting here is what the asyncio extension does per statement
+            held = session.info.pop(_PAYMENTS, None)
+            if held:
+                await_only(_plan_receipts(session, held, clock.now()))
+
+        event.listen(session.sync_session, "before_commit", before_commit, once=True)
+    queued.append(envelope)
+
+
+def _wants_receipts(profile: dict[str, Any]) -> bool:
+    """``Contact.payment_receipts`` of a stored profile, read without validating the whole profile."""
+    preferences = profile.get("preferences") or {}
+    return bool(preferences.get("payment_receipts", _RECEIPTS_DEFAULT))
+
+
+_RECEIPTS_DEFAULT = NotificationPreferences.model_fields["payment_receipts"].default
+
+
+async def _plan_receipts(session: AsyncSession, envelopes: list[Envelope[Any]], now: datetime) -> None:
     repo = Repository(session)
-    contact = contact_from_profile(await repo.contact_profile(envelope.data.client_id))
-    await _record(repo, plan_receipt(envelope.data, contact), envelope, clock.now())
+    profiles = await repo.contact_profiles(e.data.client_id for e in envelopes)
+    for envelope in envelopes:
+        profile = profiles.get(envelope.data.client_id)
+        if profile is None or not _wants_receipts(profile):
+            continue  # plan_receipt plans nothing without a contact that wants receipts
+        await _record(repo, plan_receipt(envelope.data, contact_from_profile(profile)), envelope, now)
 
 
 async def _record(repo: Repository, plan: Plan, envelope: Envelope[Any], now: datetime) -> None:

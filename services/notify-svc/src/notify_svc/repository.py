@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Boolean,
     Column,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -217,6 +219,24 @@ class Repository:
             )
         ).first()
         return dict(row.profile) if row else None
+
+    async def contact_profiles(self, client_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored profiles of several clients (those without one are absent), in one query."""
+        wanted = sorted(set(client_ids))
+        if not wanted:
+            return {}
+        if self.session.get_bind().dialect.name == "postgresql":
+            # one statement text (and prepared plan) whatever the number of clients
+            stmt = select(client_contact.c.client_id, client_contact.c.profile).where(
+                client_contact.c.client_id.in_(select(func.unnest(bindparam("ids", type_=ARRAY(String)))))
+            )
+            rows = (await self.session.execute(stmt, {"ids": wanted})).all()
+        else:
+            stmt = select(client_contact.c.client_id, client_contact.c.profile).where(
+                client_contact.c.client_id.in_(wanted)
+            )
+            rows = (await self.session.execute(stmt)).all()
+        return {r.client_id: dict(r.profile) for r in rows}
 
     async def save_statement(self, client_id: str, statement: dict[str, Any], event_time: datetime) -> None:
         ins = _insert(self.session, client_statement).values(

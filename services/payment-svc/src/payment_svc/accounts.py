@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -74,9 +76,15 @@ class SecretStore:
         self._configured = dict(configured)
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Account | None]] = {}
+        #: loads in progress: requests that miss the cache together share one load (when the entry expired
+        #: under load, every request in flight ran the same two queries)
+        self._loading: dict[str, asyncio.Future[Account | None]] = {}
+        self._generation = 0
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._loading.clear()  # a load already running may predate the change: later callers start anew
+        self._generation += 1
 
     def _from_settings(self, name: str) -> tuple[AccountKind, list[str]] | None:
         cfg = self._configured.get(name)
@@ -90,11 +98,24 @@ class SecretStore:
         hit = self._cache.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        account = await self._load(name)
-        if len(self._cache) > 1000:
-            self._cache.clear()
-        self._cache[name] = (now + self._ttl, account)
-        return account
+        task = self._loading.get(name)
+        if task is None:  # the first miss loads; the others wait for that load (its own task: one waiter
+            # cancelled, e.g. a client that went away, does not cancel it for the rest)
+            task = self._loading[name] = asyncio.ensure_future(self._load(name))
+            task.add_done_callback(partial(self._loaded, name, self._generation, now))
+        return await asyncio.shield(task)
+
+    def _loaded(
+        self, name: str, generation: int, started: float, task: asyncio.Future[Account | None]
+    ) -> None:
+        if self._loading.get(name) is task:
+            del self._loading[name]
+        if task.cancelled() or task.exception() is not None:  # the waiters get the error
+            return
+        if generation == self._generation:  # not invalidated while loading
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[name] = (started + self._ttl, task.result())
 
     async def _load(self, name: str) -> Account | None:
         async with UnitOfWork(self._sessionmaker) as uow:
