@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ar_events.db import PgDriver, is_postgres
 from ar_events.envelope import Envelope
 from ar_events.outbox import enqueue
 from ar_events.tables import UtcDateTime, add_plumbing_tables
@@ -206,6 +208,33 @@ customer_mapping = Table(
 _IGNORE_INSERTS: dict[tuple[str, str], Any] = {}
 
 
+_PG_IGNORE_INSERTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
+
+
+async def _insert_ignore_row(session: AsyncSession, table: Table, row: dict[str, Any]) -> bool:
+    """INSERT .. ON CONFLICT DO NOTHING of one row; True when it was inserted.
+
+    On PostgreSQL (the webhook hot path: two of these per payment) the statement goes straight to asyncpg
+    through ``PgDriver``, with JSON columns sent as text; elsewhere through the session.
+    """
+    if not is_postgres(session):
+        result = await session.execute(_insert_ignore(session, table), row)
+        return getattr(result, "rowcount", 0) == 1
+    names = tuple(row)
+    cached = _PG_IGNORE_INSERTS.get((table.name, names))
+    if cached is None:
+        json_columns = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+        values = ", ".join(
+            f"CAST(${i} AS text)::json" if name in json_columns else f"${i}"
+            for i, name in enumerate(names, 1)
+        )
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values}) ON CONFLICT DO NOTHING"
+        cached = _PG_IGNORE_INSERTS[(table.name, names)] = (sql, json_columns)
+    sql, json_columns = cached
+    args = [json.dumps(v) if n in json_columns and v is not None else v for n, v in row.items()]
+    return await (await PgDriver.of(session)).execute(sql, *args) == "INSERT 0 1"
+
+
 def _insert_ignore(session: AsyncSession, table: Table) -> Any:
     """INSERT .. ON CONFLICT DO NOTHING for the session's dialect, built once and executed with parameters.
 
@@ -288,8 +317,7 @@ class WebhookRepository:
 
     async def record(self, row: dict[str, Any]) -> bool:
         """Insert the raw webhook; False when (account, processor event id) is already recorded."""
-        result = await self.session.execute(_insert_ignore(self.session, webhook_event), row)
-        return getattr(result, "rowcount", 0) == 1
+        return await _insert_ignore_row(self.session, webhook_event, row)
 
     async def set_outcome(self, webhook_id: str, outcome: str) -> None:
         await self.session.execute(
@@ -306,8 +334,7 @@ class PaymentRepository:
 
     async def add(self, row: dict[str, Any]) -> bool:
         """Insert a payment; False when that processor payment (or id) already exists."""
-        result = await self.session.execute(_insert_ignore(self.session, payment), row)
-        return getattr(result, "rowcount", 0) == 1
+        return await _insert_ignore_row(self.session, payment, row)
 
     async def get(self, payment_id: str) -> Any:
         return (await self.session.execute(select(payment).where(payment.c.id == payment_id))).first()
