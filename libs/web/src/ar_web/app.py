@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ar_web.auth import ApiKeyStore, KeyVerifier
+from ar_web.auth import AUTH_MARK, SECURITY_SCHEMES, ApiKeyStore, KeyVerifier
 from ar_web.health import ReadinessCheck, healthz_endpoint, readyz_endpoint
 from ar_web.metrics import metrics_endpoint
 from ar_web.middleware import DEFAULT_BODY_LIMIT, EdgeMiddleware
@@ -84,10 +84,15 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         }
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        for path_item in schema.get("paths", {}).values():
+        secured = _authenticated_operations(app.routes)
+        if secured:
+            schema["components"].setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        for path, path_item in schema.get("paths", {}).items():
             for method, operation in path_item.items():
                 if not isinstance(operation, dict) or "responses" not in operation:
                     continue
+                if (path, method) in secured:
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
                 responses = operation["responses"]
                 if "422" in responses:
                     responses["422"] = problem_schema_ref(422)
@@ -104,6 +109,26 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         return schema
 
     return openapi
+
+
+def _authenticated_operations(routes: Any) -> set[tuple[str, str]]:
+    """(path, method) of every operation that takes an API key: its dependencies include one marked with
+    ``AUTH_MARK`` (``ar_web.auth``'s dependencies read the headers themselves, so FastAPI sees no security
+    scheme to document; this puts back what ``HTTPBearer``/``APIKeyHeader`` dependencies used to produce)."""
+    from fastapi import routing
+
+    def needs_key(dependant: Any) -> bool:
+        return any(getattr(d.call, AUTH_MARK, False) or needs_key(d) for d in dependant.dependencies)
+
+    found: set[tuple[str, str]] = set()
+    for context in routing.iter_route_contexts(routes):
+        route = context.original_route
+        if not isinstance(route, routing.APIRoute) or not route.include_in_schema:
+            continue
+        if needs_key(getattr(context, "dependant", route.dependant)):
+            path = getattr(context, "path_format", route.path_format)
+            found.update((path, method.lower()) for method in route.methods or ())
+    return found
 
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "create_service_app"]

@@ -135,3 +135,25 @@ def test_correlation_scope_sets_and_restores() -> None:
             assert inner != "evt-corr" and current_correlation_id() == inner
         assert current_correlation_id() == "evt-corr"
     assert current_correlation_id() is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"authorization": "Bearer ar_abc"}, "ar_abc"),
+        ({"authorization": "bearer   ar_abc "}, "ar_abc"),
+        ({"x-api-key": "ar_xyz"}, "ar_xyz"),
+        ({"authorization": "Basic dXNlcjpwdw==", "x-api-key": "ar_xyz"}, "ar_xyz"),
+        ({"authorization": "Bearer ar_abc", "x-api-key": "ar_xyz"}, "ar_abc"),
+        ({"authorization": "Bearer "}, None),
+        ({"authorization": "Basic dXNlcjpwdw=="}, None),
+        ({}, None),
+    ],
+)
+def test_the_key_is_read_from_bearer_first_then_x_api_key(headers: dict[str, str], expected: str | None) -> None:
+    from starlette.requests import Request
+
+    from ar_web.auth import _presented_key
+
+    scope = {"type": "http", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    assert _presented_key(Request(scope)) == expected
