@@ -327,14 +327,11 @@ async def _service_scheduler(db_url: str) -> tuple[float, int, int, float, float
 
 
 async def _explain(dsn: str) -> str:
+    """EXPLAIN of the scheduler's claim as it runs (the SKIP LOCKED due query joined to the projection)."""
+    sql = repo.PG_CLAIM_WITH_PROJECTION_SQL.replace(":now", "$1").replace(":limit", "$2")
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT body, next_action_at FROM dunning_case "
-            "WHERE next_action_at IS NOT NULL AND next_action_at <= $1 ORDER BY next_action_at LIMIT 1000 "
-            "FOR UPDATE SKIP LOCKED",
-            NOW,
-        )
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, NOW, BATCH)
         return "\n".join(r[0] for r in rows)
     finally:
         await conn.close()

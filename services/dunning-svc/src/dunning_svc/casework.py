@@ -120,8 +120,12 @@ class CaseWork:
         inputs: Mapping[str, Sequence[Input]],
         now: datetime,
         claimed: Mapping[str, repo.CaseRow] | None = None,
+        loaded: tuple[Mapping[str, ClientRecord], Mapping[str, dict[str, InvoiceRecord]]] | None = None,
     ) -> Outcome:
-        """Run every client's inputs (none: a scheduler tick) and write all effects in the session."""
+        """Run every client's inputs (none: a scheduler tick) and write all effects in the session.
+
+        ``claimed``: the clients' cases, already read and locked (the scheduler's claim); ``loaded``: their
+        projection rows (client records, open invoices by id), already read with the claim."""
         client_ids = sorted(inputs)
         touched_invoices = [
             i.data.invoice_id
@@ -129,8 +133,11 @@ class CaseWork:
             for i in items
             if isinstance(i, Envelope) and isinstance(getattr(i.data, "invoice_id", None), str)
         ]
-        clients = await repo.load_clients(session, client_ids)
-        invoices = await repo.load_invoices(session, client_ids, touched_invoices)
+        if loaded is not None and not touched_invoices:
+            clients, invoices = loaded
+        else:
+            clients = await repo.load_clients(session, client_ids)
+            invoices = await repo.load_invoices(session, client_ids, touched_invoices)
         if claimed is None:
             cases = await repo.load_cases(session, client_ids, lock=True)
         else:
