@@ -8,7 +8,7 @@ the caller's transaction. The consumer, the scheduler and the REST API all go th
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,7 +93,9 @@ _STEP_TYPES = frozenset(
 
 
 def _summary(payload: Payload) -> str:
-    return payload.model_dump_json(exclude=_SUMMARY_EXCLUDE, exclude_none=True)
+    return payload.__pydantic_serializer__.to_json(
+        payload, exclude=_SUMMARY_EXCLUDE, exclude_none=True
+    ).decode()
 
 
 _SUMMARY_EXCLUDE = {"statement", "recipients", "client_id", "lines"}
@@ -319,10 +321,20 @@ class CaseWork:
 _make_envelope = maker(Envelope)
 
 
+def _uuid4() -> str:
+    """``str(uuid.uuid4())`` (16 random bytes with the version 4 and RFC 4122 variant bits) in a third of
+    its time: one per event on the scheduler's hot path."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) -> Envelope[Any]:
     """``new_event(payload, source=SOURCE, time=now, caused_by=cause)`` built without validating again:
     the payload is a typed model and every other field is set here (the same record as new_event's)."""
-    eid = str(uuid.uuid4())
+    eid = _uuid4()
     if cause is not None:
         corr, causation = cause.correlationid, cause.id
     else:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from ar_events.events import (
@@ -79,7 +80,13 @@ def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
     else:
         chosen = contacts
     # the addresses were validated with the profile: build the values without validating them again
-    return tuple(_make_person(name=c.name, email=c.email) for c in chosen)
+    return tuple(_person(c.name, c.email) for c in chosen)
+
+
+@lru_cache(maxsize=16_384)
+def _person(name: str, email: str) -> Person:
+    """Person is frozen: equal contacts share one value."""
+    return _make_person(name=name, email=email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +181,14 @@ class DunningCase:
 
     @property
     def is_open(self) -> bool:
-        return self.state not in (DunningState.CURRENT, DunningState.RESOLVED)
+        return self.state not in _CLOSED
 
     @classmethod
     def new(cls, client_id: str) -> DunningCase:
         return cls(case_id=case_id_for(client_id), client_id=client_id)
+
+
+_CLOSED = frozenset({DunningState.CURRENT, DunningState.RESOLVED})
 
 
 def _make_evolve() -> Callable[..., DunningCase]:
