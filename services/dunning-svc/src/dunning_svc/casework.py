@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -321,10 +322,33 @@ class CaseWork:
 _make_envelope = maker(Envelope)
 
 
+class _RandomPool(threading.local):
+    """Random bytes for event ids, drawn from os.urandom 1,024 ids at a time; one pool per thread, and a
+    forked child starts a fresh one (it must never hand out its parent's ids)."""
+
+    data = b""
+    at = 0
+
+
+_pool = _RandomPool()
+
+
+def _fresh_pool() -> None:
+    _pool.data, _pool.at = b"", 0
+
+
+os.register_at_fork(after_in_child=_fresh_pool)
+
+
 def _uuid4() -> str:
-    """``str(uuid.uuid4())`` (16 random bytes with the version 4 and RFC 4122 variant bits) in a third of
-    its time: one per event on the scheduler's hot path."""
-    b = bytearray(os.urandom(16))
+    """``str(uuid.uuid4())`` (16 bytes of os.urandom with the version 4 and RFC 4122 variant bits) in well
+    under half its time: the bytes come from the pool, the text is formatted directly."""
+    pool = _pool
+    at = pool.at
+    if at >= len(pool.data):
+        pool.data, at = os.urandom(16 * 1024), 0
+    pool.at = at + 16
+    b = bytearray(pool.data[at : at + 16])
     b[6] = (b[6] & 0x0F) | 0x40
     b[8] = (b[8] & 0x3F) | 0x80
     h = b.hex()

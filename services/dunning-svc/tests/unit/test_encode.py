@@ -85,3 +85,15 @@ def test_direct_encoding_is_the_codecs(payload: object, caused: bool) -> None:
     env = new_event(payload, source="dunning-svc", time=NOW, caused_by=cause)  # type: ignore[type-var]
     assert encode_envelope(env) == encode(env)
     assert decode(encode_envelope(env)) == env
+
+
+def test_event_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from dunning_svc.casework import _uuid4
+
+    ids = [_uuid4() for _ in range(3000)]  # crosses a refill of the random pool
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, text)
