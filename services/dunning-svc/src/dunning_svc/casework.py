@@ -134,7 +134,7 @@ class CaseWork:
             i.data.invoice_id
             for items in inputs.values()
             for i in items
-            if isinstance(i, Envelope) and isinstance(getattr(i.data, "invoice_id", None), str)
+            if not isinstance(i, Op) and isinstance(getattr(i.data, "invoice_id", None), str)
         ]
         if loaded is not None and not touched_invoices:
             clients, invoices = loaded
@@ -174,11 +174,11 @@ class CaseWork:
             for n, item in enumerate(items):
                 cause: Envelope[Any] | None = None
                 decision = None
-                if isinstance(item, Envelope):
+                if not isinstance(item, Op):  # an envelope (Op is a plain dataclass: a cheap test)
                     cause = item
                     ev = item.data
                     timeline.append(self._in_row(case, item, now))
-                    if isinstance(ev, PROJECTED):
+                    if _isa(ev, PROJECTED):
                         before = client
                         client, inv = project(client, invs, ev)
                         client_changed = client_changed or client != before
@@ -189,7 +189,7 @@ class CaseWork:
                             payments.append((ev.amount.currency, ev.amount.amount_minor))
                         cause_reason = _resolution_cause(ev) or cause_reason
                         nxt = items[n + 1] if n + 1 < len(items) else None
-                        if isinstance(nxt, Envelope) and isinstance(nxt.data, PROJECTED):
+                        if nxt is not None and not isinstance(nxt, Op) and _isa(nxt.data, PROJECTED):
                             continue  # a run of invoice events is evaluated once, at its end
                         for currency, amount in payments:
                             case = domain.count_payment(case, currency, amount)
@@ -299,7 +299,7 @@ class CaseWork:
             "case_id": case.case_id,
             "cycle": case.cycle or None,
             "at": now,
-            "kind": "command" if isinstance(env.data, Command) else "event_in",
+            "kind": "command" if _isa(env.data, Command) else "event_in",
             "type": env.type,
             "event_id": env.id,
             "data": _summary(env.data),
@@ -378,10 +378,23 @@ def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) 
     return env
 
 
+_ISA: dict[tuple[type, object], bool] = {}
+
+
+def _isa(obj: object, cls: type | tuple[type, ...]) -> bool:
+    """``isinstance(obj, cls)``, remembered per (type, cls): pydantic models' isinstance goes through
+    ABCMeta.__instancecheck__, and the apply loop asks a few times per consumed event and emitted step."""
+    key = (type(obj), cls)
+    found = _ISA.get(key)
+    if found is None:
+        found = _ISA[key] = isinstance(obj, cls)
+    return found
+
+
 def _resolution_cause(ev: Payload) -> ResolutionReason | None:
-    if isinstance(ev, InvoiceVoided):
+    if _isa(ev, InvoiceVoided):
         return ResolutionReason.VOIDED
-    if isinstance(ev, CreditNoteIssued):
+    if _isa(ev, CreditNoteIssued):
         return ResolutionReason.CREDITED
     if isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
         return ResolutionReason.DISPUTED

@@ -445,7 +445,7 @@ def invoice_row(rec: InvoiceRecord, now: datetime) -> dict[str, Any]:
         "total": rec.total,
         "amount_due": rec.amount_due,
         "status": rec.status,
-        "disputes": json.dumps(list(rec.disputes)),
+        "disputes": json.dumps(list(rec.disputes)) if rec.disputes else "[]",
         "pay_link": rec.pay_link,
         "updated_at": now,
     }
@@ -679,9 +679,14 @@ def _json_const(value: str) -> bytes:
     return to_json(value)
 
 
-@lru_cache(maxsize=256)
 def _json_time(value: datetime) -> bytes:
-    """A batch's events share their time."""
+    """A batch's events share their time (always UTC here: equal instants in other offsets compare and hash
+    equal but serialize differently, so only UTC values are memoised)."""
+    return _json_utc_time(value) if value.tzinfo is UTC else to_json(value)
+
+
+@lru_cache(maxsize=256)
+def _json_utc_time(value: datetime) -> bytes:
     return to_json(value)
 
 

@@ -87,6 +87,15 @@ def test_direct_encoding_is_the_codecs(payload: object, caused: bool) -> None:
     assert decode(encode_envelope(env)) == env
 
 
+def test_times_in_other_offsets_keep_their_offset() -> None:
+    from datetime import timedelta, timezone
+
+    payload = _reminder("cli_1", "Paul")
+    for t in (NOW, NOW.astimezone(timezone(timedelta(hours=1))), NOW):  # equal instants, different text
+        env = new_event(payload, source="dunning-svc", time=t)
+        assert encode_envelope(env) == encode(env)
+
+
 def test_event_ids_are_distinct_version_4_uuids() -> None:
     import uuid
 
