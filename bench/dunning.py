@@ -10,7 +10,7 @@
 3. Idle scheduler: with nothing due, EXPLAIN of the due query (it must use ix_dunning_case_next_action) and
    the cost of one poll.
 
-    uv run python -m bench dunning        (or: uv run python bench/dunning.py)
+    uv run python -m bench dunning        (or: uv run python -m bench.dunning)
 Environment: BENCH_DUNNING_EVENTS (default 50000), BENCH_DUNNING_CASES, BENCH_DUNNING_DUE, BENCH_DUNNING_QUICK=1
 (10,000 events, 200,000 cases, 20,000 due: for iterating), DATABASE_URL /
 KAFKA_BOOTSTRAP_SERVERS (else local PostgreSQL on 127.0.0.1:5432 and the embedded broker).
