@@ -10,7 +10,7 @@
 3. Idle scheduler: with nothing due, EXPLAIN of the due query (it must use ix_dunning_case_next_action) and
    the cost of one poll.
 
-    uv run python -m bench dunning        (or: uv run python bench/dunning.py)
+    uv run python -m bench dunning        (or: uv run python -m bench.dunning)
 Environment: BENCH_DUNNING_EVENTS (default 50000), BENCH_DUNNING_CASES, BENCH_DUNNING_DUE, BENCH_DUNNING_QUICK=1
 (10,000 events, 200,000 cases, 20,000 due: for iterating), DATABASE_URL /
 KAFKA_BOOTSTRAP_SERVERS (else local PostgreSQL on 127.0.0.1:5432 and the embedded broker).
@@ -19,6 +19,7 @@ KAFKA_BOOTSTRAP_SERVERS (else local PostgreSQL on 127.0.0.1:5432 and the embedde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -38,6 +39,7 @@ from ar_events.money import Money
 from ar_events.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from ar_events.testing import asyncpg_dsn, create_database, drop_database, local_postgres_url
 from ar_events.topics import Topic
+from bench.procstat import cpu_seconds
 from dunning_svc import repository as repo
 from dunning_svc.__main__ import migrate
 from dunning_svc.bootstrap import CONSUMER, build
@@ -53,6 +55,44 @@ N_CASES = int(os.environ.get("BENCH_DUNNING_CASES", "200000" if _QUICK else "100
 N_DUE = int(os.environ.get("BENCH_DUNNING_DUE", "20000" if _QUICK else "100000"))
 BATCH = 1000
 NOW = datetime(2026, 3, 16, 10, 0, tzinfo=UTC)  # a Monday
+
+
+# ------------------------------------------------------------------------------------------ CPU per item
+
+
+class PgCpu:
+    """CPU seconds used by the PostgreSQL backends serving one database (local server, /proc): sampled at
+    ``start`` and ``stop``; backends that connect in between count from zero."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.before: dict[int, float] = {}
+        self.seconds: float | None = None
+
+    async def _sample(self) -> dict[int, float]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            pids = [r[0] for r in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )]  # fmt: skip
+        finally:
+            await conn.close()
+        out: dict[int, float] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):  # not local, or gone
+                out[pid] = cpu_seconds(pid)
+        return out
+
+    async def start(self) -> None:
+        self.before = await self._sample()
+
+    async def stop(self) -> None:
+        after = await self._sample()
+        self.seconds = sum(v - self.before.get(pid, 0.0) for pid, v in after.items()) if after else None
+
+
+def _per_item_us(seconds: float | None, n: int) -> str:
+    return "n/a" if seconds is None or not n else f"{seconds / n * 1e6:,.0f}"
 
 
 # ------------------------------------------------------------------------------------------ 1. projection
@@ -92,8 +132,12 @@ async def _produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, 
         await producer.stop()
 
 
-async def _raw_consume_insert(kafka: KafkaSettings, topic: str, dsn: str, n: int) -> float:
+async def _raw_consume_insert(
+    kafka: KafkaSettings, topic: str, dsn: str, n: int
+) -> tuple[float, float, float | None]:
+    """Wall seconds, this process's CPU seconds and the database backends' CPU seconds."""
     conn = await asyncpg.connect(dsn)
+    pg = PgCpu(dsn)
     await conn.execute(
         "CREATE TABLE raw_event (event_id text PRIMARY KEY, client_id text NOT NULL, type text NOT NULL)"
     )
@@ -103,7 +147,8 @@ async def _raw_consume_insert(kafka: KafkaSettings, topic: str, dsn: str, n: int
         tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        started = time.perf_counter()
+        await pg.start()
+        started, cpu0 = time.perf_counter(), time.process_time()
         done = 0
         while done < n:
             batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
@@ -116,13 +161,17 @@ async def _raw_consume_insert(kafka: KafkaSettings, topic: str, dsn: str, n: int
                 async with conn.transaction():
                     await conn.executemany("INSERT INTO raw_event VALUES ($1, $2, $3)", rows)
                 done += len(rows)
-        return time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        await pg.stop()
+        return elapsed, cpu, pg.seconds
     finally:
         await consumer.stop()
         await conn.close()
 
 
-async def _service_ingest(kafka: KafkaSettings, db_url: str, n: int) -> tuple[float, dict[str, int]]:
+async def _service_ingest(
+    kafka: KafkaSettings, db_url: str, n: int
+) -> tuple[float, float, float | None, dict[str, int]]:
     settings = Settings(database=DatabaseSettings(url=db_url), kafka=kafka,
                         consumer=ConsumerSettings(batch_max_records=BATCH))  # fmt: skip
     await asyncio.to_thread(migrate, settings)
@@ -132,12 +181,15 @@ async def _service_ingest(kafka: KafkaSettings, db_url: str, n: int) -> tuple[fl
     try:
         assert runtime.runner is not None
         await asyncio.wait_for(runtime.runner.ready.wait(), 60)
-        started = time.perf_counter()
+        pg = PgCpu(asyncpg_dsn(db_url))
+        await pg.start()
+        started, cpu0 = time.perf_counter(), time.process_time()
         while runtime.runner.stats.processed + runtime.runner.stats.duplicates < n:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        await pg.stop()
         stats = runtime.runner.stats
-        return elapsed, {"processed": stats.processed, "batches": stats.batches}
+        return elapsed, cpu, pg.seconds, {"processed": stats.processed, "batches": stats.batches}
     finally:
         await runtime.close()
 
@@ -214,10 +266,12 @@ FROM due WHERE c.case_id = due.case_id
 """
 
 
-async def _raw_claim_update(dsn: str) -> tuple[float, int]:
+async def _raw_claim_update(dsn: str) -> tuple[float, int, float | None]:
     conn = await asyncpg.connect(dsn)
+    pg = PgCpu(dsn)
     try:
         done = 0
+        await pg.start()
         started = time.perf_counter()
         while True:
             async with conn.transaction():
@@ -227,26 +281,31 @@ async def _raw_claim_update(dsn: str) -> tuple[float, int]:
                 break
             done += n
         elapsed = time.perf_counter() - started
+        await pg.stop()
         # put the timers back for the service run
         await conn.execute("UPDATE dunning_case SET next_action_at = next_action_at - interval '3650 days', "
                            "level = level - 1000 WHERE level >= 1000")  # fmt: skip
         await conn.execute("VACUUM ANALYZE dunning_case")
-        return elapsed, done
+        return elapsed, done, pg.seconds
     finally:
         await conn.close()
 
 
-async def _service_scheduler(db_url: str) -> tuple[float, int, int, Any]:
+async def _service_scheduler(db_url: str) -> tuple[float, int, int, float, float, float | None]:
+    """Wall seconds, steps, outbox rows, idle poll ms, this process's CPU seconds, the backends' CPU seconds."""
     settings = Settings(database=DatabaseSettings(url=db_url), scheduler=SchedulerSettings(batch_size=BATCH))
     runtime = build(settings, clock=ManualClock(NOW))
     await runtime.load_policies()
     assert runtime.scheduler is not None
     sched = runtime.scheduler
+    pg = PgCpu(asyncpg_dsn(db_url))
     try:
-        started = time.perf_counter()
+        await pg.start()
+        started, cpu0 = time.perf_counter(), time.process_time()
         while await sched.run_once():
             pass
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        await pg.stop()
         async with runtime.sessionmaker() as session:
             from sqlalchemy import func, select
 
@@ -262,20 +321,17 @@ async def _service_scheduler(db_url: str) -> tuple[float, int, int, Any]:
         for _ in range(polls):
             assert await sched.run_once() == 0
         poll_ms = (time.perf_counter() - t) / polls * 1000
-        return elapsed, sched.steps_fired, int(outbox), poll_ms
+        return elapsed, sched.steps_fired, int(outbox), poll_ms, cpu, pg.seconds
     finally:
         await runtime.close()
 
 
 async def _explain(dsn: str) -> str:
+    """EXPLAIN of the scheduler's claim as it runs (the SKIP LOCKED due query joined to the projection)."""
+    sql = repo.PG_CLAIM_WITH_PROJECTION_SQL.replace(":now", "$1").replace(":limit", "$2")
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT body, next_action_at FROM dunning_case "
-            "WHERE next_action_at IS NOT NULL AND next_action_at <= $1 ORDER BY next_action_at LIMIT 1000 "
-            "FOR UPDATE SKIP LOCKED",
-            NOW,
-        )
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, NOW, BATCH)
         return "\n".join(r[0] for r in rows)
     finally:
         await conn.close()
@@ -305,33 +361,39 @@ async def main() -> dict[str, Any]:
         await ensure_topics(svc_k)
         await _produce(raw_k, raw_k.topic(Topic.INVOICE_EVENTS), records)
         await _produce(svc_k, svc_k.topic(Topic.INVOICE_EVENTS), records)
-        raw_s = await _raw_consume_insert(
+        raw_s, raw_cpu, raw_pg = await _raw_consume_insert(
             raw_k, raw_k.topic(Topic.INVOICE_EVENTS), asyncpg_dsn(db_raw), N_EVENTS
         )
-        ingest_s, ingest_stats = await _service_ingest(svc_k, db_ingest, N_EVENTS)
+        ingest_s, ingest_cpu, ingest_pg, ingest_stats = await _service_ingest(svc_k, db_ingest, N_EVENTS)
         raw_rate, ingest_rate = N_EVENTS / raw_s, N_EVENTS / ingest_s
         print(
             f"dunning projection ingest, {N_EVENTS:,} invoice events ({len(records[1][1])} bytes), PostgreSQL"
         )
-        print(f"  baseline aiokafka consume + asyncpg batched insert {raw_rate:>10,.0f} events/s")
+        print(f"  baseline aiokafka consume + asyncpg batched insert {raw_rate:>10,.0f} events/s"
+              f"  CPU/event: Python {_per_item_us(raw_cpu, N_EVENTS)} us, PostgreSQL {_per_item_us(raw_pg, N_EVENTS)} us")  # fmt: skip
         print(f"  dunning-svc consumer (inbox+projection+cases)      {ingest_rate:>10,.0f} events/s"
+              f"  CPU/event: Python {_per_item_us(ingest_cpu, N_EVENTS)} us, PostgreSQL {_per_item_us(ingest_pg, N_EVENTS)} us"
               f"  ratio {ingest_rate / raw_rate:.0%} (target >= 50%)")  # fmt: skip
 
         # 2. scheduler
         await asyncio.to_thread(migrate, Settings(database=DatabaseSettings(url=db_sched)))
         dsn = asyncpg_dsn(db_sched)
         load_s = await _load_cases(dsn, N_CASES, N_DUE)
-        raw_claim_s, raw_done = await _raw_claim_update(dsn)
-        sched_s, steps, outbox_rows, poll_ms = await _service_scheduler(db_sched)
+        raw_claim_s, raw_done, raw_claim_pg = await _raw_claim_update(dsn)
+        sched_s, steps, outbox_rows, poll_ms, sched_cpu, sched_pg = await _service_scheduler(db_sched)
         plan = await _explain(dsn)
         raw_claim_rate, step_rate = raw_done / raw_claim_s, steps / sched_s
         uses_index = "ix_dunning_case_next_action" in plan
         print(f"dunning scheduler, {N_CASES:,} cases ({N_DUE:,} due) loaded with COPY in {load_s:.1f} s")
         print(
             f"  baseline raw claim-and-update loop (SKIP LOCKED)   {raw_claim_rate:>10,.0f} cases/s ({raw_done:,})"
+            f"  CPU/case: PostgreSQL {_per_item_us(raw_claim_pg, raw_done)} us"
         )
         print(f"  scheduler: claim + decide + update + outbox        {step_rate:>10,.0f} steps/s"
               f" ({steps:,} steps, {outbox_rows:,} outbox rows, {sched_s:.1f} s) target >= 20,000/s")  # fmt: skip
+        print(
+            f"    CPU/step: Python {_per_item_us(sched_cpu, steps)} us, PostgreSQL {_per_item_us(sched_pg, steps)} us"
+        )
         print(
             f"  idle poll with nothing due: {poll_ms:.2f} ms per poll; due query uses the index: {uses_index}"
         )
@@ -371,6 +433,15 @@ async def main() -> dict[str, Any]:
         ],
         "scheduler_target_steps_per_s": 20000,
         "ingest_stats": ingest_stats,
+        "cpu_us": {
+            "ingest_python_per_event": _per_item_us(ingest_cpu, N_EVENTS),
+            "ingest_postgres_per_event": _per_item_us(ingest_pg, N_EVENTS),
+            "raw_ingest_python_per_event": _per_item_us(raw_cpu, N_EVENTS),
+            "raw_ingest_postgres_per_event": _per_item_us(raw_pg, N_EVENTS),
+            "scheduler_python_per_step": _per_item_us(sched_cpu, steps),
+            "scheduler_postgres_per_step": _per_item_us(sched_pg, steps),
+            "raw_claim_postgres_per_case": _per_item_us(raw_claim_pg, raw_done),
+        },
         "load_seconds": round(load_s, 1),
         "outbox_rows": outbox_rows,
         "idle_poll_ms": round(poll_ms, 3),

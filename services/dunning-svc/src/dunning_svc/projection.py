@@ -6,7 +6,7 @@ client not seen yet, still converges on the same rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 
 from ar_events.events import (
@@ -25,6 +25,7 @@ from ar_events.events import (
     Payload,
 )
 from dunning_svc.domain import Ledger, OpenInvoice
+from dunning_svc.domain.model import make_evolver
 
 OPEN, PAID, VOIDED = "open", "paid", "voided"
 
@@ -56,6 +57,10 @@ class ClientRecord:
         return self.late_days_sum / self.paid_count if self.paid_count else None
 
 
+#: ``dataclasses.replace`` for the records, without its generic walk (once or twice per consumed event)
+_client_with = make_evolver(ClientRecord)
+_invoice_with = make_evolver(InvoiceRecord)
+
 #: the invoice-topic types that change the projection
 PROJECTED = (
     ClientRegistered, ClientUpdated, InvoiceIssued, InvoiceVoided, CreditNoteIssued, InvoicePaymentApplied,
@@ -73,14 +78,14 @@ def project(
     """Apply one invoice-topic event; returns the client record and the invoice record it changed (if any)."""
     if isinstance(event, ClientRegistered | ClientUpdated):
         fields = {name: getattr(event, name) for name in ClientProfile.model_fields}
-        return replace(client, profile=ClientProfile.model_construct(**fields)), None
+        return _client_with(client, profile=ClientProfile.model_construct(**fields)), None
     invoice_id = getattr(event, "invoice_id", None)
     if invoice_id is None:
         return client, None
     inv = invoices.get(invoice_id) or InvoiceRecord(invoice_id=invoice_id, client_id=client.client_id)
     if isinstance(event, InvoiceIssued):
         known = invoice_id in invoices
-        inv = replace(
+        inv = _invoice_with(
             inv,
             number=event.number,
             currency=event.currency,
@@ -92,26 +97,26 @@ def project(
             status=inv.status if known else _status(event.amount_due.amount_minor),
         )
     elif isinstance(event, InvoiceVoided):
-        inv = replace(inv, number=event.number, amount_due=0, status=VOIDED)
+        inv = _invoice_with(inv, number=event.number, amount_due=0, status=VOIDED)
     elif isinstance(event, CreditNoteIssued | InvoicePaymentApplied | LateFeeCharged):
         amount = event.amount_due_after
-        inv = replace(inv, currency=amount.currency, amount_due=amount.amount_minor,
+        inv = _invoice_with(inv, currency=amount.currency, amount_due=amount.amount_minor,
                       status=VOIDED if inv.status == VOIDED else _status(amount.amount_minor))  # fmt: skip
     elif isinstance(event, InvoicePaid):
         if inv.status != PAID:
-            client = replace(client, late_days_sum=client.late_days_sum + event.days_late,
+            client = _client_with(client, late_days_sum=client.late_days_sum + event.days_late,
                              paid_count=client.paid_count + 1)  # fmt: skip
-        inv = replace(inv, number=event.number, due_date=inv.due_date or event.due_date, amount_due=0, status=PAID,
+        inv = _invoice_with(inv, number=event.number, due_date=inv.due_date or event.due_date, amount_due=0, status=PAID,
                       currency=event.total.currency, total=inv.total if inv.total is not None else event.total.amount_minor)  # fmt: skip
     elif isinstance(event, InvoiceReopened):
         amount = event.amount_due_after
-        inv = replace(inv, number=event.number, due_date=event.due_date, currency=amount.currency,
+        inv = _invoice_with(inv, number=event.number, due_date=event.due_date, currency=amount.currency,
                       amount_due=amount.amount_minor, status=_status(amount.amount_minor))  # fmt: skip
     elif isinstance(event, DisputeOpened):
         if event.dispute_id not in inv.disputes:
-            inv = replace(inv, disputes=(*inv.disputes, event.dispute_id))
+            inv = _invoice_with(inv, disputes=(*inv.disputes, event.dispute_id))
     elif isinstance(event, DisputeResolved):
-        inv = replace(inv, disputes=tuple(d for d in inv.disputes if d != event.dispute_id))
+        inv = _invoice_with(inv, disputes=tuple(d for d in inv.disputes if d != event.dispute_id))
     return client, inv
 
 

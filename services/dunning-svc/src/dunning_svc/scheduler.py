@@ -108,13 +108,20 @@ class Scheduler:
         started = time.perf_counter()
         try:
             async with self.sessionmaker() as session, session.begin():
-                rows = await repo.claim_due_cases(session, now, size)
+                batch = await repo.claim_due_batch(session, now, size)
+                rows = batch.cases
                 if full is not None and len(rows) >= size:
                     full.set()
                 if not rows:
                     return 0
                 claimed = {r.case.client_id: r for r in rows}
-                outcome = await self.work.apply(session, {cid: [] for cid in claimed}, now, claimed=claimed)
+                outcome = await self.work.apply(
+                    session,
+                    {cid: [] for cid in claimed},
+                    now,
+                    claimed=claimed,
+                    loaded=(batch.clients, batch.invoices),
+                )
             BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
             if is_transient(exc) or size == 1:

@@ -84,7 +84,12 @@ async def test_due_query_uses_the_index(postgres_url: str) -> None:
             )
             sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             plan = "\n".join(r[0] for r in (await conn.execute(sa.text("EXPLAIN " + sql))).all())
+            assert "ix_dunning_case_next_action" in plan, plan
+            # the scheduler's own claim: the same due query, joined to the claimed clients' projection
+            claim = sa.text("EXPLAIN " + repo.PG_CLAIM_WITH_PROJECTION_SQL)
+            plan = "\n".join(r[0] for r in (await conn.execute(claim, {"now": T0, "limit": 500})).all())
         assert "ix_dunning_case_next_action" in plan, plan
+        assert "LockRows" in plan, plan
     finally:
         await engine.dispose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from ar_events.events import (
     AgencyHandoffRequested,
@@ -582,18 +583,25 @@ def _fire(
     stage = _STAGE_OF[step.action]
     if _RANK[stage] < _RANK[case.stage]:
         stage = case.stage
-    case = evolve(
-        case,
-        reached_step=k,
-        fired_steps=(*case.fired_steps, k),
-        stage=stage,
-        state=stage,
-        escalate_pending=False,
-        escalation_cause=None,
-    )
     today = ctx.calendar.local_date(now)
     if step.action in MESSAGE_ACTIONS:
-        case = evolve(case, level=case.level + 1, last_message_at=now)
+        warning = step.action is StepAction.AGENCY_WARNING
+        deadline = (
+            today + timedelta(days=step.deadline_days or DEFAULT_WARNING_DEADLINE_DAYS) if warning else None
+        )
+        # one copy of the case for the step, the message and the warning's deadline (evolve copies every field)
+        case = evolve(
+            case,
+            reached_step=k,
+            fired_steps=(*case.fired_steps, k),
+            stage=stage,
+            state=stage,
+            escalate_pending=False,
+            escalation_cause=None,
+            level=case.level + 1,
+            last_message_at=now,
+            agency_deadline=deadline if warning else case.agency_deadline,
+        )
         recipients = ctx.ledger.recipients()
         if not recipients:
             raise ValueError(f"no recipient for client {case.client_id}")  # what validation would say
@@ -608,8 +616,7 @@ def _fire(
             "notification_key": notification_key(case.case_id, case.cycle, k),
             "step": k,
             "level": case.level,
-            "template": step.template
-            or ("final-notice" if step.action is StepAction.AGENCY_WARNING else f"reminder-{k}"),
+            "template": step.template or ("final-notice" if warning else f"reminder-{k}"),
             "language": _language(ctx.ledger),
             "sender": _sender(case, step, ctx),
             "recipients": recipients,
@@ -618,14 +625,22 @@ def _fire(
             "statement": statement(ctx.ledger, exp, today, case.local_disputes),
             "requested_at": now,
         }
-        if step.action is StepAction.REMINDER:
-            emit.append(_make_reminder(**common))
-        else:
-            deadline = today + timedelta(days=step.deadline_days or DEFAULT_WARNING_DEADLINE_DAYS)
-            case = evolve(case, agency_deadline=deadline)
+        if warning:
             common["deadline"] = deadline
             emit.append(_make_warning(**common))
-    elif step.action is StepAction.MANUAL_TASK:
+        else:
+            emit.append(_make_reminder(**common))
+        return case
+    case = evolve(
+        case,
+        reached_step=k,
+        fired_steps=(*case.fired_steps, k),
+        stage=stage,
+        state=stage,
+        escalate_pending=False,
+        escalation_cause=None,
+    )
+    if step.action is StepAction.MANUAL_TASK:
         task_id, case = _next_task_id(case)
         sla_due = now + step.sla if step.sla is not None else None
         case = evolve(case, blocking_task=BlockingTask(task_id=task_id, step=k, sla_due_at=sla_due))
@@ -932,8 +947,10 @@ _make_reminder = maker(ReminderRequested)
 _make_warning = maker(AgencyWarningIssued)
 
 
+@lru_cache(maxsize=65_536)
 def _money(amount: int, currency: str) -> Money:
-    # amounts and currencies here come from validated events: build the values without validating again
+    # amounts and currencies here come from validated events: build the values without validating again;
+    # Money is frozen, so equal amounts share one value (statements repeat the same amounts across a batch)
     return _make_money(amount_minor=amount, currency=currency)
 
 

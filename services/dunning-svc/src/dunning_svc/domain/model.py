@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 from ar_events.events import (
     ClientProfile,
@@ -23,6 +24,7 @@ from dunning_svc.domain.policy import Policy
 from dunning_svc.domain.trusted import maker
 
 _make_person = maker(Person)
+T = TypeVar("T")
 
 _CASE_NAMESPACE = uuid.UUID("7b0c3f0e-4d8f-4f57-9a53-2b6c2f4d9e11")
 
@@ -79,7 +81,13 @@ def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
     else:
         chosen = contacts
     # the addresses were validated with the profile: build the values without validating them again
-    return tuple(_make_person(name=c.name, email=c.email) for c in chosen)
+    return tuple(_person(c.name, c.email) for c in chosen)
+
+
+@lru_cache(maxsize=16_384)
+def _person(name: str, email: str) -> Person:
+    """Person is frozen: equal contacts share one value."""
+    return _make_person(name=name, email=email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +182,23 @@ class DunningCase:
 
     @property
     def is_open(self) -> bool:
-        return self.state not in (DunningState.CURRENT, DunningState.RESOLVED)
+        return self.state not in _CLOSED
 
     @classmethod
     def new(cls, client_id: str) -> DunningCase:
         return cls(case_id=case_id_for(client_id), client_id=client_id)
 
 
-def _make_evolve() -> Callable[..., DunningCase]:
-    """``dataclasses.replace`` for DunningCase without its generic walk (it ran twice per scheduler step):
-    straight-line code generated once from the fields, keyword-only so a wrong name still raises."""
-    names = [f.name for f in fields(DunningCase)]
+_CLOSED = frozenset({DunningState.CURRENT, DunningState.RESOLVED})
+
+
+def make_evolver(cls: type[T]) -> Callable[..., T]:
+    """``dataclasses.replace`` for a frozen dataclass without ``__post_init__``, minus its generic walk over
+    the fields (it ran on every scheduler step and every projected event): straight-line code generated once
+    from the fields, keyword-only so a wrong name still raises."""
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has __post_init__: use dataclasses.replace")
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     lines = [f"def evolve(c, *, {', '.join(f'{n}=_M' for n in names)}):", "    n = _new(_C)"]
     lines += [f"    _set(n, {n!r}, c.{n} if {n} is _M else {n})" for n in names]
     lines.append("    return n")
@@ -192,15 +206,15 @@ def _make_evolve() -> Callable[..., DunningCase]:
         "_M": object(),
         "_new": object.__new__,
         "_set": object.__setattr__,
-        "_C": DunningCase,
+        "_C": cls,
     }
     exec("\n".join(lines), scope)  # noqa: S102  (our own field names, generated at import)
-    fn: Callable[..., DunningCase] = scope["evolve"]
+    fn: Callable[..., T] = scope["evolve"]
     return fn
 
 
 #: ``evolve(case, **changes)``: a copy of the case with ``changes`` (like ``dataclasses.replace``)
-evolve: Callable[..., DunningCase] = _make_evolve()
+evolve: Callable[..., DunningCase] = make_evolver(DunningCase)
 
 
 @dataclass(frozen=True, slots=True)
