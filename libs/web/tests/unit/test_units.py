@@ -150,7 +150,9 @@ def test_correlation_scope_sets_and_restores() -> None:
         ({}, None),
     ],
 )
-def test_the_key_is_read_from_bearer_first_then_x_api_key(headers: dict[str, str], expected: str | None) -> None:
+def test_the_key_is_read_from_bearer_first_then_x_api_key(
+    headers: dict[str, str], expected: str | None
+) -> None:
     from starlette.requests import Request
 
     from ar_web.auth import _presented_key
