@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from ar_events.events import (
     AgencyHandoffRequested,
@@ -584,6 +585,15 @@ def _fire(
     if _RANK[stage] < _RANK[case.stage]:
         stage = case.stage
     today = ctx.calendar.local_date(now)
+    # what firing step k changes in every case (one evolve per step: it copies every field)
+    fired: dict[str, Any] = {
+        "reached_step": k,
+        "fired_steps": (*case.fired_steps, k),
+        "stage": stage,
+        "state": stage,
+        "escalate_pending": False,
+        "escalation_cause": None,
+    }
     if step.action in MESSAGE_ACTIONS:
         warning = step.action is StepAction.AGENCY_WARNING
         deadline = (
@@ -592,12 +602,7 @@ def _fire(
         # one copy of the case for the step, the message and the warning's deadline (evolve copies every field)
         case = evolve(
             case,
-            reached_step=k,
-            fired_steps=(*case.fired_steps, k),
-            stage=stage,
-            state=stage,
-            escalate_pending=False,
-            escalation_cause=None,
+            **fired,
             level=case.level + 1,
             last_message_at=now,
             agency_deadline=deadline if warning else case.agency_deadline,
@@ -631,15 +636,7 @@ def _fire(
         else:
             emit.append(_make_reminder(**common))
         return case
-    case = evolve(
-        case,
-        reached_step=k,
-        fired_steps=(*case.fired_steps, k),
-        stage=stage,
-        state=stage,
-        escalate_pending=False,
-        escalation_cause=None,
-    )
+    case = evolve(case, **fired)
     if step.action is StepAction.MANUAL_TASK:
         task_id, case = _next_task_id(case)
         sla_due = now + step.sla if step.sla is not None else None
