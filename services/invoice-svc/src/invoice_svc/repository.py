@@ -40,9 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.clock import Clock
 from ar_events.db import PgDriver, PgStatement
-from ar_events.envelope import Envelope, encode, new_event
+from ar_events.envelope import Envelope, new_event
 from ar_events.events import Payload
-from ar_events.outbox import enqueue, lock_keys
+from ar_events.outbox import enqueue
 from ar_events.tables import BigId, UtcDateTime, add_plumbing_tables
 from ar_web import StoredResponse, add_web_tables
 from invoice_svc.domain.allocation import Decision
@@ -347,10 +347,9 @@ _STORE_PG = text(
     + "\nSELECT 1"
 )
 
-#: PostgreSQL: the payments of a consumer batch (rows inserted with their final ``allocated``), every invoice,
-#: allocation and ledger row their allocation changed, and the outbox rows of the events, in ONE statement.
-#: Outbox ids follow the order of the envelopes (the relay publishes per key in id order); the caller took the
-#: per-key advisory locks (``lock_keys``) first, as ``enqueue`` does.
+#: PostgreSQL: the payments of a consumer batch (rows inserted with their final ``allocated``) and every invoice,
+#: allocation and ledger row their allocation changed, in ONE statement (their events follow through ``enqueue``,
+#: itself one statement).
 _RECEIVE_PG = text(
     """WITH new_payments AS (
     INSERT INTO payment (id, client_id, currency, amount, received_at, method, processor, reference, invoice_ids,
@@ -363,14 +362,6 @@ _RECEIVE_PG = text(
         CAST(:n_processor AS text[]), CAST(:n_reference AS text[]), CAST(:n_invoice_ids AS text[]),
         CAST(:n_allocated AS bigint[])
     ) AS n(id, client_id, currency, amount, received_at, method, processor, reference, invoice_ids, allocated)
-), new_outbox AS (
-    INSERT INTO outbox (event_id, topic, key, type, value, headers, created_at)
-    SELECT o.event_id, o.topic, o.key, o.type, o.value, NULL, :now
-    FROM unnest(
-        CAST(:o_event_id AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]), CAST(:o_type AS text[]),
-        CAST(:o_value AS bytea[])
-    ) WITH ORDINALITY AS o(event_id, topic, key, type, value, n)
-    ORDER BY o.n
 ), """
     + _DECISION_CTES
     + "\nSELECT 1"
@@ -409,7 +400,6 @@ def _store_params(decision: Decision) -> dict[str, Any]:
 def _decision_params(decision: Decision) -> dict[str, Any]:
     """The ``v_*``, ``a_*`` and ``e_*`` arrays of ``_DECISION_CTES``."""
     invs, allocs = decision.invoices, decision.allocations
-    entries = [e for e in decision.ledger if e.amount != 0]
     return {
         "v_id": [i.id for i in invs],
         "v_amount_due": [i.amount_due for i in invs],
@@ -429,6 +419,13 @@ def _decision_params(decision: Decision) -> dict[str, Any]:
         "a_cause": [a.cause for a in allocs],
         "a_reverses": [a.reverses for a in allocs],
         "a_created_at": [a.created_at for a in allocs],
+        **_ledger_params([e for e in decision.ledger if e.amount != 0]),
+    }
+
+
+def _ledger_params(entries: Sequence[LedgerEntry]) -> dict[str, Any]:
+    """The ``e_*`` arrays of ``_NEW_LEDGER_CTE``."""
+    return {
         "e_invoice_id": [e.invoice_id for e in entries],
         "e_client_id": [e.client_id for e in entries],
         "e_currency": [e.currency for e in entries],
@@ -893,13 +890,7 @@ class InvoiceRepository:
             l_tax_rate_bp=[li.tax_rate_bp for li in lines],
             l_net=[li.net for li in lines],
             l_tax=[li.tax for li in lines],
-            e_invoice_id=[e.invoice_id for e in entries],
-            e_client_id=[e.client_id for e in entries],
-            e_currency=[e.currency for e in entries],
-            e_due_date=[e.due_date for e in entries],
-            e_entry_date=[e.entry_date for e in entries],
-            e_kind=[e.kind.value for e in entries],
-            e_amount=[e.amount for e in entries],
+            **_ledger_params(entries),
         )
         driver = await PgDriver.of(self.session)
         if response is None:
@@ -1426,44 +1417,36 @@ class UnitOfWork:
     ) -> None:
         """New payments, what their allocation changed (``decision``) and their events' outbox rows.
 
-        On PostgreSQL one statement after the outbox's per-key advisory locks (as ``enqueue`` takes them);
-        elsewhere the statements of ``payments.add``, ``store`` and ``enqueue``.
+        On PostgreSQL the rows in one statement; elsewhere the statements of ``payments.add`` and ``store``.
         """
         if not payments:
             return
         await self.invoices.flush()  # rows below may refer to an invoice held back by ``invoices.add``
         now = self.clock.now()
-        if not self.invoices.fold:
+        if self.invoices.fold:
+            pays = [n.payment for n in payments]
+            params = {
+                "now": now,
+                "n_id": [p.id for p in pays],
+                "n_client_id": [p.client_id for p in pays],
+                "n_currency": [p.currency for p in pays],
+                "n_amount": [p.amount for p in pays],
+                "n_received_at": [p.received_at for p in pays],
+                "n_method": [n.method for n in payments],
+                "n_processor": [n.processor for n in payments],
+                "n_reference": [n.reference for n in payments],
+                "n_invoice_ids": [json.dumps(list(p.invoice_ids)) for p in pays],
+                "n_allocated": [p.allocated for p in pays],
+                **_decision_params(decision),
+            }
+            await self.session.execute(_RECEIVE_PG, params)
+        else:
             for n in payments:
                 await self.payments.add(
                     n.payment, method=n.method, processor=n.processor, reference=n.reference, now=now
                 )
             await self.store(decision)
-            await enqueue(self.session, *envelopes, now=now)
-            return
-        if envelopes:
-            await lock_keys(self.session, sorted({env.subject for env in envelopes}))
-        pays = [n.payment for n in payments]
-        params = {
-            "now": now,
-            "n_id": [p.id for p in pays],
-            "n_client_id": [p.client_id for p in pays],
-            "n_currency": [p.currency for p in pays],
-            "n_amount": [p.amount for p in pays],
-            "n_received_at": [p.received_at for p in pays],
-            "n_method": [n.method for n in payments],
-            "n_processor": [n.processor for n in payments],
-            "n_reference": [n.reference for n in payments],
-            "n_invoice_ids": [json.dumps(list(p.invoice_ids)) for p in pays],
-            "n_allocated": [p.allocated for p in pays],
-            "o_event_id": [env.id for env in envelopes],
-            "o_topic": [str(type(env.data).TOPIC) for env in envelopes],
-            "o_key": [env.subject for env in envelopes],
-            "o_type": [env.type for env in envelopes],
-            "o_value": [encode(env) for env in envelopes],
-            **_decision_params(decision),
-        }
-        await self.session.execute(_RECEIVE_PG, params)
+        await enqueue(self.session, *envelopes, now=now)
 
 
 UnitOfWorkFactory = Callable[..., UnitOfWork]
