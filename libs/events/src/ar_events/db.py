@@ -163,27 +163,21 @@ class PgDriver:
         return cls(adapted, conn.dialect)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        try:
-            return await self._conn.fetch(sql, *args)  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise self._translate(exc, sql, args) from exc
+        return await self._run(self._conn.fetch, sql, args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self._conn.fetchrow(sql, *args)
-        except Exception as exc:
-            raise self._translate(exc, sql, args) from exc
+        return await self._run(self._conn.fetchrow, sql, args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self._conn.fetchval(sql, *args)
-        except Exception as exc:
-            raise self._translate(exc, sql, args) from exc
+        return await self._run(self._conn.fetchval, sql, args)
 
     async def execute(self, sql: str, *args: Any) -> str:
         """Run ``sql``; returns the command status (``"INSERT 0 3"``)."""
+        return await self._run(self._conn.execute, sql, args)  # type: ignore[no-any-return]
+
+    async def _run(self, method: Any, sql: str, args: tuple[Any, ...]) -> Any:
         try:
-            return await self._conn.execute(sql, *args)  # type: ignore[no-any-return]
+            return await method(sql, *args)
         except Exception as exc:
             raise self._translate(exc, sql, args) from exc
 

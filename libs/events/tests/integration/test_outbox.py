@@ -20,25 +20,30 @@ from ar_events.tables import TABLES, add_plumbing_tables
 from ar_events.testing import unique_prefix
 
 
-async def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 15) -> list[bytes]:
+async def read_records(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 15) -> list[Any]:
+    """Every record of ``topic`` from the beginning: until ``expected`` arrived, then 0.3 s more (nothing more)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        values: list[bytes] = []
+        seen: list[Any] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(values) < expected and loop.time() < deadline:
+        while len(seen) < expected and loop.time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                values.extend(r.value for r in records)
+                seen.extend(records)
         await asyncio.sleep(0.3)  # and nothing more
         for records in (await consumer.getmany(timeout_ms=200)).values():
-            values.extend(r.value for r in records)
-        return values
+            seen.extend(records)
+        return seen
     finally:
         await consumer.stop()
+
+
+async def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 15) -> list[bytes]:
+    return [r.value for r in await read_records(kafka, topic, expected, timeout)]
 
 
 def test_add_plumbing_tables_is_idempotent_per_metadata() -> None:
@@ -332,20 +337,7 @@ async def test_send_rows_batches_per_partition_where_send_would_put_each_key_and
         probes = {key: await (await producer.send(topic, value=b"probe", key=key.encode())) for key in keys}
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(kafka_settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while len(seen) < len(rows) + len(keys) and loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                seen.extend(records)
-    finally:
-        await consumer.stop()
+    seen = await read_records(kafka_settings, topic, len(rows) + len(keys))
     data = [r for r in seen if r.value != b"probe"]
     assert len(data) == len(rows)
     for key in keys:

@@ -127,3 +127,15 @@ def test_raise_gc_threshold_only_raises_generation_0() -> None:
         assert gc.get_threshold() == (0, 10, 10)
     finally:
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(("field", "value"), [("pool_size", 0), ("max_overflow", -1)])
+def test_pool_settings_refuse_impossible_sizes_naming_the_field(field: str, value: int) -> None:
+    from pydantic import ValidationError
+
+    from ar_events.settings import DatabaseSettings
+
+    with pytest.raises(ValidationError) as caught:
+        DatabaseSettings(url="postgresql+asyncpg://h/db", **{field: value})
+    assert caught.value.errors()[0]["loc"] == (field,)
+    assert DatabaseSettings(url="postgresql+asyncpg://h/db").max_overflow == 0
