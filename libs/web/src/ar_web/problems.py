@@ -252,8 +252,26 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+_NUL_IN_TEXT = "22021"  # PostgreSQL: character_not_in_repertoire, i.e. a NUL character in a text value
+
+
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    """PostgreSQL text cannot hold NUL (JSON can: ``\\u0000``); only the request can have brought one (a body, a
+    path or a filter), so it is the client's 422, and the transaction rolled back: nothing was written. Any other
+    database error stays a 500."""
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) != _NUL_IN_TEXT:
+        raise exc
+    return problem_response(
+        422, "Invalid request", "Text cannot contain the NUL character (\\u0000)", instance=request.url.path
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Answer ProblemError, HTTPException and validation errors as problem+json."""
+    """Answer ProblemError, HTTPException, validation errors and NUL characters the database refused as
+    problem+json."""
+    from sqlalchemy.exc import DBAPIError
+
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(ProblemError, _on_problem_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from ar_events.clock import Clock
@@ -403,24 +403,10 @@ async def _on_integrity_error(request: Request, exc: Exception) -> Response:
     return problem_response(409, "Conflict", detail, field=field, instance=request.url.path)
 
 
-_NUL_IN_TEXT = "22021"  # PostgreSQL: character_not_in_repertoire, i.e. a NUL character in a text value
-
-
-async def _on_database_error(request: Request, exc: Exception) -> Response:
-    # PostgreSQL text cannot hold NUL; only the request can have brought one (a body, a path or a filter), so
-    # it is the client's 422, and the transaction rolled back: nothing was written. Anything else stays a 500.
-    if getattr(getattr(exc, "orig", None), "sqlstate", None) != _NUL_IN_TEXT:
-        raise exc
-    return problem_response(
-        422, "Invalid request", "Text cannot contain the NUL character (\\u0000)", instance=request.url.path
-    )
-
-
 def install_routes(app: FastAPI) -> None:
     app.include_router(router)
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
-    app.add_exception_handler(DBAPIError, _on_database_error)
 
 
 def create_app(
