@@ -149,7 +149,10 @@ async def test_kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_tw
         assert all(flowing for _, flowing in kills), "every kill happened while events were flowing"
         assert len(events) >= EVENTS
         assert_exactly_once(await applied_rows(sessions), {e.id for e in events})
-        # SIGTERM: both stop cleanly (finish the batch, commit, close)
+        # SIGTERM: both stop cleanly (finish the batch, commit, close). Each was restarted after its last kill:
+        # wait until it runs (a SIGTERM while Python is still importing ends it by the default action, -15).
+        await relay.wait_ready()
+        await consumer.wait_ready()
         assert relay.terminate() == 0
         assert consumer.terminate() == 0
     finally:
