@@ -48,6 +48,8 @@ ACCOUNT_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 AccountName = Annotated[str, Path(pattern=ACCOUNT_NAME, description="Processor account name")]
 #: Identifiers from outside: printable, no control characters (PostgreSQL refuses NUL in text).
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+#: Free text: line breaks and tabs allowed, never NUL (PostgreSQL text cannot hold it).
+NO_NUL = r"^[^\x00]*$"
 IdIn = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
 ResourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
@@ -114,11 +116,11 @@ class ManualPaymentIn(BaseModel):
         default="transfer", description="wire and transfer mean the same"
     )
     reference: str | None = Field(
-        default=None, min_length=1, max_length=128, description="Check number, bank ref"
+        default=None, min_length=1, max_length=128, pattern=PRINTABLE, description="Check number, bank ref"
     )
     invoice_ids: list[Id] = Field(default_factory=list, max_length=100)
     received_at: AwareDatetime | None = Field(default=None, description="Defaults to now")
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class SecretOut(BaseModel):
