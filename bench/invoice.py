@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -33,6 +34,7 @@ from sqlalchemy.dialects import postgresql
 from ar_events.broker import EmbeddedBroker, free_port
 from ar_events.db import make_engine
 from bench.procstat import cpu_seconds
+from bench.rawhttp import Broken, RawHttp
 
 PG_SERVER = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEY = "ar_benchbenchbenchbenchbenchbenchbenchbenchbenc"
@@ -91,11 +93,13 @@ _cpu_seconds = cpu_seconds  # the server's CPU per request
 SERVER_PID = 0
 
 
-async def _load(client: httpx.AsyncClient, seconds: float, make: Any) -> dict[str, float]:
-    """Run ``make(client, n)`` from CONCURRENCY workers for ``seconds``; rate, latency percentiles, server CPU."""
+async def _load(client: RawHttp, seconds: float, make: Any) -> dict[str, float]:
+    """Run ``make(client, n)`` from CONCURRENCY workers for ``seconds``; rate, latency percentiles, CPU of the
+    server and of this process (the load generator) per request."""
     latencies: list[float] = []
     retried: list[int] = []
     cpu0 = _cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
+    own0 = time.process_time()
     counter = iter(range(10**9))
     deadline = time.perf_counter() + seconds
 
@@ -104,27 +108,29 @@ async def _load(client: httpx.AsyncClient, seconds: float, make: Any) -> dict[st
             n = next(counter)
             started = time.perf_counter()
             try:
-                response = await make(client, n)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
+                status, content = await make(client, n)
+            except Broken:
                 # A keep-alive connection the server closed just as it was reused (uvicorn drops connections
-                # idle for 5 s; under load a worker can wait that long). Every request here is safe to repeat:
-                # GETs, and POSTs with an Idempotency-Key.
+                # idle for 5 s). Every request here is safe to repeat: GETs, and POSTs with an Idempotency-Key.
                 retried.append(n)
-                response = await make(client, n)
+                status, content = await make(client, n)
             latencies.append(time.perf_counter() - started)
-            if response.status_code >= 300:
-                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+            if status >= 300:
+                raise RuntimeError(f"{status}: {content[:300]!r}")
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(SERVER_PID) - cpu0 if SERVER_PID else 0.0
+    own = time.process_time() - own0
     total = len(latencies)
     return {
         "requests": total,
         "retried": len(retried),
         "per_s": total / elapsed,
         "server_cpu_ms": 1000 * cpu / total,
+        "loadgen_cpu_ms": 1000 * own / total,
+        "loadgen_busy": own / elapsed,
         "p50_ms": 1000 * _pct(latencies, 0.50),
         "p99_ms": 1000 * _pct(latencies, 0.99),
     }
@@ -158,22 +164,29 @@ async def _throughput(base: str) -> dict[str, Any]:
             clients.append(r.json()["id"])
         run = uuid.uuid4().hex[:6]
 
-        async def ping(c: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await c.get("/healthz")
+    # The load itself goes through RawHttp: with httpx the load generator, not the server, set both rates.
+    raw = RawHttp(base, headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
 
-        async def issue(c: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await c.post("/v1/invoices", json=_invoice_body(clients[n % len(clients)], n, run),
-                                headers={"Idempotency-Key": f"{run}-{n}"})  # fmt: skip
+    def body(prefix: str, n: int) -> bytes:
+        return json.dumps(_invoice_body(clients[n % len(clients)], n, prefix)).encode()
 
-        async def warm(c: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await c.post("/v1/invoices", json=_invoice_body(clients[n % len(clients)], n, "warm" + run),
-                                headers={"Idempotency-Key": f"warm{run}-{n}"})  # fmt: skip
+    async def ping(c: RawHttp, n: int) -> tuple[int, bytes]:
+        return await c.get("/healthz")
 
-        await _load(client, WARMUP_S, ping)
-        await _load(client, WARMUP_S, warm)
-        before = await _load(client, PHASE_S, ping)
-        issued = await _load(client, PHASE_S, issue)
-        after = await _load(client, PHASE_S, ping)
+    async def issue(c: RawHttp, n: int) -> tuple[int, bytes]:
+        return await c.post("/v1/invoices", body(run, n), {"Idempotency-Key": f"{run}-{n}"})
+
+    async def warm(c: RawHttp, n: int) -> tuple[int, bytes]:
+        return await c.post("/v1/invoices", body("warm" + run, n), {"Idempotency-Key": f"warm{run}-{n}"})
+
+    try:
+        await _load(raw, WARMUP_S, ping)
+        await _load(raw, WARMUP_S, warm)
+        before = await _load(raw, PHASE_S, ping)
+        issued = await _load(raw, PHASE_S, issue)
+        after = await _load(raw, PHASE_S, ping)
+    finally:
+        await raw.aclose()
     baseline = {k: (before[k] + after[k]) / 2 for k in before}
     return {"invoices": issued, "trivial": baseline, "trivial_before": before, "trivial_after": after}
 
@@ -371,6 +384,8 @@ async def main() -> dict[str, Any]:
           f"   (before {tp['trivial_before']['per_s']:.0f}, after {tp['trivial_after']['per_s']:.0f})")  # fmt: skip
     print(f"  ratio {100 * ratio:.0f}% (target >= 40%);  server CPU per request: invoice {inv['server_cpu_ms']:.2f} ms,"
           f" /healthz {triv['server_cpu_ms']:.2f} ms -> CPU-bound ratio {100 * triv['server_cpu_ms'] / inv['server_cpu_ms']:.0f}%")  # fmt: skip
+    print(f"  load generator (this process, one core at most): invoice {inv['loadgen_cpu_ms']:.2f} ms CPU per request,"
+          f" busy {100 * inv['loadgen_busy']:.0f}%; /healthz {triv['loadgen_cpu_ms']:.2f} ms, busy {100 * triv['loadgen_busy']:.0f}%")  # fmt: skip
     print(
         f"aging over {AGING_INVOICES:,} invoices ({AGING_CLIENTS:,} clients; loaded in {aging['load_s']:.1f} s):"
     )

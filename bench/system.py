@@ -54,6 +54,7 @@ from ar_events.testing import create_database, drop_database, local_postgres_url
 from ar_events.topics import Topic
 from ar_ops.stack import SERVICES, RunningStack, StackConfig, start_stack
 from bench.procstat import cpu_seconds
+from bench.rawhttp import Broken, RawHttp
 
 # The issue's size. On a busy machine it takes long: BENCH_SYSTEM_CLIENTS=1000 is a quick look.
 N = int(os.environ.get("BENCH_SYSTEM_CLIENTS", "10000"))
@@ -252,66 +253,6 @@ class Api:
         ts = int(time.time())
         sig = hmac.new(self.stripe_secret.encode(), f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
         return raw, {"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"}
-
-
-class Broken(Exception):
-    """The connection broke before a whole response arrived (the request may or may not have been applied)."""
-
-
-class RawHttp:
-    """HTTP/1.1 keep-alive POSTs to one server, without a client library: the webhooks' sender.
-
-    httpx took about 1 ms of this process's CPU per webhook, and this process shares the 2 cores with the stack
-    it measures. The responses of the endpoint used here carry a Content-Length (FastAPI JSON responses).
-    """
-
-    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
-        url = httpx.URL(base_url)
-        self.host, self.port = url.host, url.port or 80
-        self.netloc = f"{self.host}:{self.port}"
-        self.timeout_s = timeout_s
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """(status, body); raises Broken when the connection fails before the whole response."""
-        conn = None
-        while self.idle:
-            candidate = self.idle.pop()
-            if not candidate[0].at_eof():  # the server may have closed an idle connection
-                conn = candidate
-                break
-            candidate[1].close()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if conn is None:
-                    conn = await asyncio.open_connection(self.host, self.port)
-                reader, writer = conn
-                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                writer.write(
-                    f"POST {path} HTTP/1.1\r\nHost: {self.netloc}\r\nContent-Length: {len(body)}\r\n{head}\r\n"
-                    .encode() + body
-                )  # fmt: skip
-                raw_head = await reader.readuntil(b"\r\n\r\n")
-                lines = raw_head.decode("latin-1").split("\r\n")
-                status = int(lines[0].split(" ", 2)[1])
-                fields = {
-                    k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
-                }
-                content = await reader.readexactly(int(fields.get("content-length", "0")))
-        except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
-            if conn is not None:
-                conn[1].close()
-            raise Broken(f"{type(exc).__name__}: {exc}") from exc
-        if fields.get("connection", "").lower() == "close":
-            writer.close()
-        else:
-            self.idle.append(conn)
-        return status, content
-
-    async def aclose(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-        self.idle.clear()
 
 
 # ------------------------------------------------------------------------------------------ CPU accounting
