@@ -6,6 +6,10 @@
    ``Idempotency-Key``) for 15 s; the baseline is the same server's trivial JSON endpoint (``GET /healthz``)
    measured the same way in the same run, before and after (the mean of the two). p50/p99 are per request.
    The server's CPU time per request (/proc) is printed too: on a shared machine it is the steadier figure.
+   The load goes through ``bench.rawhttp.RawHttp`` (tens of microseconds per request), so both rates are the
+   server's; the load generator's own CPU per request is printed to show it. Then the stack's floor: a bare
+   FastAPI app (``bench.floor_app``: validated body, one INSERT per request) beside its own /healthz, driven the
+   same way, which bounds the ratio any write endpoint on this stack can reach.
 2. Aging. 100,000 invoices (and their ledger: issue, payments for ~65% of them) for 1,000 clients, bulk
    loaded; ``GET /v1/reports/aging`` timed through REST (median of 5), plus EXPLAIN (ANALYZE, BUFFERS) of its
    query.
@@ -191,6 +195,35 @@ async def _throughput(base: str) -> dict[str, Any]:
     return {"invoices": issued, "trivial": baseline, "trivial_before": before, "trivial_after": after}
 
 
+async def _floor(dsn: str) -> dict[str, Any]:
+    """bench/floor_app on its own port and the same database: a bare FastAPI write endpoint (validated body, one
+    INSERT in a transaction) beside its own /healthz, driven like the service. The stack's ceiling for the ratio."""
+    global SERVER_PID
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.floor_app", str(port), dsn], cwd=ROOT,  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    service_pid, SERVER_PID = SERVER_PID, proc.pid
+    raw = RawHttp(f"http://127.0.0.1:{port}", headers={"Content-Type": "application/json"})
+    run = uuid.uuid4().hex[:6]
+
+    async def ping(c: RawHttp, n: int) -> tuple[int, bytes]:
+        return await c.get("/healthz")
+
+    async def write(c: RawHttp, n: int) -> tuple[int, bytes]:
+        return await c.post("/v1/things", json.dumps(_invoice_body("cli", n, run)).encode())
+
+    try:
+        await _wait_ready(port, proc)
+        await _load(raw, WARMUP_S, write)
+        trivial = await _load(raw, PHASE_S / 2, ping)
+        writes = await _load(raw, PHASE_S / 2, write)
+    finally:
+        await raw.aclose()
+        SERVER_PID = service_pid
+        _stop_server(proc)
+    return {"writes": writes, "trivial": trivial}
+
+
 async def _load_aging(db_url: str) -> None:
     from invoice_svc.repository import client as client_t
     from invoice_svc.repository import invoice as invoice_t
@@ -363,6 +396,7 @@ async def main() -> dict[str, Any]:
             await _wait_ready(port, proc)
             base = f"http://127.0.0.1:{port}"
             tp = await _throughput(base)
+            floor = await _floor(PG_SERVER.rsplit("/", 1)[0] + f"/{name}")
             aging = await _aging(base, db_url)
             consumer = await _consumer(db_url)
             _stop_server(proc)  # while the broker is still up: the relay's producer closes cleanly
@@ -386,6 +420,10 @@ async def main() -> dict[str, Any]:
           f" /healthz {triv['server_cpu_ms']:.2f} ms -> CPU-bound ratio {100 * triv['server_cpu_ms'] / inv['server_cpu_ms']:.0f}%")  # fmt: skip
     print(f"  load generator (this process, one core at most): invoice {inv['loadgen_cpu_ms']:.2f} ms CPU per request,"
           f" busy {100 * inv['loadgen_busy']:.0f}%; /healthz {triv['loadgen_cpu_ms']:.2f} ms, busy {100 * triv['loadgen_busy']:.0f}%")  # fmt: skip
+    fw, ft = floor["writes"], floor["trivial"]
+    print(f"  the stack's floor (bench/floor_app: bare FastAPI, validated body, one INSERT per request, same database):"
+          f" {fw['per_s']:.0f} writes/s ({fw['server_cpu_ms']:.2f} ms CPU) vs its /healthz {ft['per_s']:.0f}/s"
+          f" ({ft['server_cpu_ms']:.2f} ms) -> {100 * fw['per_s'] / ft['per_s']:.0f}%")  # fmt: skip
     print(
         f"aging over {AGING_INVOICES:,} invoices ({AGING_CLIENTS:,} clients; loaded in {aging['load_s']:.1f} s):"
     )
@@ -425,6 +463,7 @@ async def main() -> dict[str, Any]:
         "aging_plan": aging["plan"],
         "concurrency": CONCURRENCY,
         "consumer": {k: round(v, 2) for k, v in consumer.items()},
+        "floor": {part: {k: round(v, 3) for k, v in r.items()} for part, r in floor.items()},
     }
 
 
