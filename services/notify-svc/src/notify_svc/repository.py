@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -33,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.selectable import Select
 
 from ar_events.envelope import Envelope
 from ar_events.events import ClientProfile
@@ -101,6 +104,12 @@ Index(
     postgresql_where=notification.c.status == Status.SENDING.value,
     sqlite_where=notification.c.status == Status.SENDING.value,
 )
+#: The statuses the partial indexes above are defined on, as SQL literals: a bound parameter (``status = $1``)
+#: cannot be proven to match an index predicate, so PostgreSQL's generic plan for a prepared statement (used after
+#: its fifth execution) fell back to a sequential scan and a sort of every notification ever sent: the claim took
+#: 37 ms at 20,000 rows instead of a fraction of a millisecond, and grew with the table.
+_IS_PENDING = notification.c.status == literal_column(f"'{Status.PENDING.value}'")
+_IS_SENDING = notification.c.status == literal_column(f"'{Status.SENDING.value}'")
 Index("ix_notification_client", notification.c.client_id, notification.c.created_at, notification.c.id)
 Index("ix_notification_case", notification.c.case_id, notification.c.created_at, notification.c.id)
 
@@ -170,6 +179,40 @@ def url_hash(url: str) -> str:
 def _insert(session: AsyncSession, table: Table) -> Any:
     return (
         postgresql.insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+    )
+
+
+def expired_leases_statement(now: datetime, limit: int) -> Select[Any]:
+    """Rows left in 'sending' past their lease (a crashed dispatcher's): an index range on
+    ``ix_notification_lease``, whatever plan PostgreSQL caches."""
+    return (
+        select(notification)
+        .where(_IS_SENDING, notification.c.lease_until < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def claim_due_statement(now: datetime, lease_until: datetime, limit: int) -> Update:
+    """The claim: up to ``limit`` due pending rows (an index range on ``ix_notification_due``, whatever plan
+    PostgreSQL caches), set to sending with attempts + 1 and a lease; rows others hold are skipped."""
+    due = (
+        select(notification.c.id)
+        .where(_IS_PENDING, notification.c.next_attempt_at <= now)
+        .order_by(notification.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(notification)
+        .where(notification.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=Status.SENDING.value,
+            attempts=notification.c.attempts + 1,
+            lease_until=lease_until,
+            updated_at=now,
+        )
+        .returning(*notification.c)
     )
 
 
@@ -282,25 +325,7 @@ class Repository:
 
     async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[Row[Any]]:
         """Take up to ``limit`` due rows: status -> sending, attempts + 1, leased. Skips rows others hold."""
-        due = (
-            select(notification.c.id)
-            .where(notification.c.status == Status.PENDING.value, notification.c.next_attempt_at <= now)
-            .order_by(notification.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(notification)
-            .where(notification.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=Status.SENDING.value,
-                attempts=notification.c.attempts + 1,
-                lease_until=lease_until,
-                updated_at=now,
-            )
-            .returning(*notification.c)
-        )
-        return list((await self.session.execute(stmt)).all())
+        return list((await self.session.execute(claim_due_statement(now, lease_until, limit))).all())
 
     async def owned(self, keys: Iterable[tuple[str, int, int]]) -> set[str]:
         """Of (id, attempts, generation), the rows still ours: in 'sending' with that attempt (locked)."""
@@ -342,13 +367,7 @@ class Repository:
             await self.session.execute(insert(delivery_attempt), attempts)
 
     async def expired_leases(self, now: datetime, limit: int = 500) -> list[Row[Any]]:
-        stmt = (
-            select(notification)
-            .where(notification.c.status == Status.SENDING.value, notification.c.lease_until < now)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return list((await self.session.execute(stmt)).all())
+        return list((await self.session.execute(expired_leases_statement(now, limit))).all())
 
     async def get(self, nid: str, *, lock: bool = False) -> Row[Any] | None:
         stmt = select(notification).where(notification.c.id == nid)
