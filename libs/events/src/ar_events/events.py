@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
+from ar_events.jsontypes import IsoDate, JsonBool
 from ar_events.money import Money, PositiveMoney
 from ar_events.topics import Topic
 
@@ -79,7 +80,7 @@ class NotificationPreferences(BaseModel):
 
     channels: tuple[Channel, ...] = (Channel.EMAIL,)
     webhook_url: str | None = Field(default=None, max_length=2000)
-    payment_receipts: bool = False
+    payment_receipts: JsonBool = False
 
 
 class EarlyPaymentDiscount(BaseModel):
@@ -571,7 +572,7 @@ class PromiseToPayBroken(CaseRef):
 class Installment(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    due_date: date
+    due_date: IsoDate
     amount: PositiveMoney
 
 

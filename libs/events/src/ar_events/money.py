@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from ar_events.jsontypes import json_integer
 
 #: Active ISO 4217 codes and the number of digits of their minor unit.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -53,6 +55,8 @@ class Money(BaseModel):
 
     amount_minor: int = Field(description="Amount in the currency's minor unit (e.g. cents); never a float.")
     currency: CurrencyCode
+
+    _integral = field_validator("amount_minor", mode="before")(json_integer)
 
     @classmethod
     def zero(cls, currency: str) -> Self:

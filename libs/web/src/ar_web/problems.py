@@ -242,14 +242,18 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
-            methods.update(route_methods)
-    return sorted(methods)
+    """Every method some route fully matches for this path. FastAPI nests included routers (their routes are not
+    in ``app.router.routes``), so each method is tried against the top-level routes' own ``matches``."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 _NUL_IN_TEXT = "22021"  # PostgreSQL: character_not_in_repertoire, i.e. a NUL character in a text value

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ar_events.events import Installment, Person
+from ar_events.jsontypes import IsoDate, JsonBool, JsonInt
 from ar_events.money import Money, PositiveMoney
 
 
@@ -17,15 +18,15 @@ class _In(BaseModel):
 
 
 class PromiseIn(_In):
-    date: date
+    date: IsoDate
     amount: PositiveMoney
-    grace_days: int | None = Field(default=None, ge=0, le=60)
+    grace_days: JsonInt | None = Field(default=None, ge=0, le=60)
     note: str | None = Field(default=None, max_length=2000)
 
 
 class PlanIn(_In):
     installments: list[Installment] = Field(min_length=1, max_length=120)
-    grace_days: int | None = Field(default=None, ge=0, le=60)
+    grace_days: JsonInt | None = Field(default=None, ge=0, le=60)
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -52,7 +53,7 @@ class TaskClaimIn(_In):
     collector: str | None = Field(
         default=None, max_length=320, description="Who takes it (default: the API key)"
     )
-    force: bool = False
+    force: JsonBool = False
 
 
 class TaskAssignIn(_In):
@@ -61,7 +62,7 @@ class TaskAssignIn(_In):
 
 
 class HoldIn(_In):
-    until: date | None = None
+    until: IsoDate | None = None
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -70,9 +71,9 @@ class ResumeIn(_In):
 
 
 class ClockAdvanceIn(_In):
-    days: int = Field(default=0, ge=0, le=3660)
-    hours: int = Field(default=0, ge=0, le=100_000)
-    seconds: int = Field(default=0, ge=0, le=10_000_000)
+    days: JsonInt = Field(default=0, ge=0, le=3660)
+    hours: JsonInt = Field(default=0, ge=0, le=100_000)
+    seconds: JsonInt = Field(default=0, ge=0, le=10_000_000)
 
 
 class TaskOut(BaseModel):

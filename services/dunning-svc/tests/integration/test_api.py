@@ -103,6 +103,18 @@ async def test_bad_input_is_a_problem_and_changes_nothing(svc: Svc) -> None:
     r = await svc.http.post("/v1/cases/c1/promise-to-pay",
                             json={"date": "2026-03-10", "amount": {"amount_minor": -5, "currency": "EUR"}})  # fmt: skip
     assert r.status_code == 422
+    for body, field in [
+        ({"date": 0, "amount": {"amount_minor": 500, "currency": "EUR"}}, "date"),
+        ({"date": "2026-03-20", "amount": {"amount_minor": "500", "currency": "EUR"}}, "amount.amount_minor"),
+        (
+            {"date": "2026-03-20", "amount": {"amount_minor": 500, "currency": "EUR"}, "grace_days": "3"},
+            "grace_days",
+        ),
+    ]:
+        r = await svc.http.post("/v1/cases/c1/promise-to-pay", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    r = await svc.http.post("/v1/cases/c1/hold", json={"until": 1767225600})
+    assert r.status_code == 422 and r.json()["field"] == "until", r.text
     r = await svc.http.post("/v1/cases/unknown/hold", json={})
     assert r.status_code == 404
     reader = {"Authorization": f"Bearer {svc.keys['read']}"}

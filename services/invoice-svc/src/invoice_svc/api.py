@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Collection
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from ar_events.clock import Clock
+from ar_events.jsontypes import IsoDate
 from ar_web import (
     IdempotencyKey,
     Page,
@@ -65,7 +66,7 @@ Reader = Annotated[Principal, Depends(authenticated())]
 ReportReader = Annotated[Principal, Depends(require_scopes(REPORTS))]
 Paging = Annotated[PageParams, Depends(page_params)]
 Id = Annotated[str, Path(min_length=1, max_length=64)]
-AsOf = Annotated[date | None, Query(description="Default: today on the service clock (UTC)")]
+AsOf = Annotated[IsoDate | None, Query(description="Default: today on the service clock (UTC)")]
 
 _STATUS = {ErrorKind.INVALID: (422, "Invalid request"), ErrorKind.CONFLICT: (409, "Conflict"),
            ErrorKind.NOT_FOUND: (404, "Not found")}  # fmt: skip
@@ -200,7 +201,7 @@ async def list_invoices(
     params: Paging,
     client_id: Annotated[str | None, Query(max_length=64)] = None,
     status: InvoiceStatus | None = None,
-    overdue_as_of: Annotated[date | None, Query(description="Only invoices overdue on this date")] = None,
+    overdue_as_of: Annotated[IsoDate | None, Query(description="Only invoices overdue on this date")] = None,
 ) -> Page[InvoiceOut]:
     async with _uow(request) as uow:
         rows = await uow.invoices.list_after(
@@ -364,7 +365,7 @@ async def dso(
 
 @router.get("/reports/payment-delay", response_model=DelayOut, tags=["reports"])
 async def payment_delay(
-    request: Request, _: ReportReader, as_of: AsOf = None, since: date | None = None
+    request: Request, _: ReportReader, as_of: AsOf = None, since: IsoDate | None = None
 ) -> Any:
     """Amount-weighted average days paid after the due date, per client and currency."""
     async with _uow(request) as uow:

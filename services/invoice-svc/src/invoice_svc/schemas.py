@@ -18,6 +18,7 @@ from ar_events.events import (
     NotificationPreferences,
     Person,
 )
+from ar_events.jsontypes import IsoDate, JsonInt
 from ar_events.money import CurrencyCode, Money
 from invoice_svc.domain.invoicing import Dispute
 from invoice_svc.domain.model import InvoiceStatus
@@ -71,7 +72,7 @@ class ClientIn(_In):
     language: LanguageTag = "en"
     time_zone: TimeZone = "UTC"
     country: CountryCode = "US"
-    payment_terms_days: int = Field(default=30, ge=0, le=365)
+    payment_terms_days: JsonInt = Field(default=30, ge=0, le=365)
     credit_limit: NonNegativeMoney | None = None
     preferences: NotificationPreferences = NotificationPreferences()
 
@@ -95,7 +96,7 @@ class ClientPatch(_In):
     language: LanguageTag | None = None
     time_zone: TimeZone | None = None
     country: CountryCode | None = None
-    payment_terms_days: int | None = Field(default=None, ge=0, le=365)
+    payment_terms_days: JsonInt | None = Field(default=None, ge=0, le=365)
     credit_limit: NonNegativeMoney | None = None
     preferences: NotificationPreferences | None = None
 
@@ -150,22 +151,24 @@ class ClientOut(BaseModel):
 
 class LineIn(_In):
     description: str = Field(min_length=1, max_length=500)
-    quantity: int = Field(gt=0, le=1_000_000_000)
+    quantity: JsonInt = Field(gt=0, le=1_000_000_000)
     unit_price: AmountIn = Field(description="Price of one unit in minor units; same currency as the invoice")
-    tax_rate_bp: int = Field(default=0, ge=0, le=10_000, description="Tax rate in basis points (2000 = 20%)")
+    tax_rate_bp: JsonInt = Field(
+        default=0, ge=0, le=10_000, description="Tax rate in basis points (2000 = 20%)"
+    )
 
 
 class DiscountIn(_In):
-    rate_bp: int = Field(gt=0, lt=10_000, description="200 = 2%")
-    days: int = Field(gt=0, le=365, description="Days after the issue date the discount stays available")
+    rate_bp: JsonInt = Field(gt=0, lt=10_000, description="200 = 2%")
+    days: JsonInt = Field(gt=0, le=365, description="Days after the issue date the discount stays available")
 
 
 class InvoiceIn(_In):
     client_id: str = Field(min_length=1, max_length=64)
     number: str = Field(min_length=1, max_length=64, description="Unique per client")
     currency: CurrencyCode
-    issue_date: date | None = Field(default=None, description="Defaults to today (service clock, UTC)")
-    due_date: date | None = Field(default=None, description="Defaults to issue date + the client's terms")
+    issue_date: IsoDate | None = Field(default=None, description="Defaults to today (service clock, UTC)")
+    due_date: IsoDate | None = Field(default=None, description="Defaults to issue date + the client's terms")
     lines: list[LineIn] = Field(min_length=1, max_length=500)
     early_payment_discount: DiscountIn | None = None
 

@@ -55,6 +55,20 @@ BAD_INVOICES: list[tuple[dict[str, Any], str]] = [
     ({"issue_date": "2026-03-10", "due_date": "2026-03-09"}, "due_date"),
     ({"lines": []}, "lines"),
     ({"lines": [line(qty=1_000_000_000, price=10**15)]}, "lines"),
+    # JSON's own types only: lax coercions a billing API must not make
+    ({"lines": [{**line(), "quantity": "2"}]}, "lines[0].quantity"),
+    ({"lines": [{**line(), "quantity": 2.5}]}, "lines[0].quantity"),
+    ({"lines": [{**line(), "tax_rate_bp": True}]}, "lines[0].tax_rate_bp"),
+    (
+        {"lines": [{**line(), "unit_price": {"amount_minor": "100", "currency": "EUR"}}]},
+        "lines[0].unit_price.amount_minor",
+    ),
+    (
+        {"lines": [{**line(), "unit_price": {"amount_minor": 99.5, "currency": "EUR"}}]},
+        "lines[0].unit_price.amount_minor",
+    ),
+    ({"issue_date": 0}, "issue_date"),
+    ({"due_date": "2026-03-09T00:00:00"}, "due_date"),
 ]
 
 
@@ -187,3 +201,25 @@ async def test_nul_character_is_422_and_writes_nothing(pg_svc: Svc) -> None:
     await assert_refused(pg_svc, "POST", "/v1/invoices", 422, None, json=body)
     await assert_refused(pg_svc, "GET", "/v1/invoices", 422, None, params={"client_id": "cli\x00"})
     await assert_refused(pg_svc, "GET", "/v1/clients/cli%00x", 422, None)
+
+
+async def test_a_date_in_the_query_must_be_an_iso_date(svc: Svc) -> None:
+    c = await svc.client()
+    for path in (
+        f"/v1/clients/{c['id']}/statement?as_of=0",
+        "/v1/reports/aging?as_of=20260301",
+        "/v1/invoices?overdue_as_of=1",
+        "/v1/reports/payment-delay?since=0",
+    ):
+        r = await svc.http.get(path)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["field"] in ("as_of", "overdue_as_of", "since"), r.json()
+        assert "YYYY-MM-DD" in r.json()["detail"], r.json()
+    assert (await svc.http.get("/v1/reports/aging?as_of=2026-03-01")).status_code == 200
+
+
+async def test_method_not_allowed_lists_every_method_of_the_path(svc: Svc) -> None:
+    r = await svc.http.delete("/v1/invoices")
+    assert r.status_code == 405
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.headers["allow"] == "GET, POST"

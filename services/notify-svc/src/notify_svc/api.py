@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Row
 
 from ar_events.events import ClientProfile
+from ar_events.jsontypes import JsonBool
 from ar_web import (
     Page,
     PageParams,
@@ -103,7 +104,7 @@ class PreviewOut(BaseModel):
 class ResendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    clear_suppression: bool = Field(
+    clear_suppression: JsonBool = Field(
         default=False, description="Take the address off the suppression list first"
     )
 

@@ -137,6 +137,10 @@ async def test_resend_of_a_failed_notification(stack: Any, mail_sink: MailSink) 
     path = f"/v1/notifications/{item['id']}/resend"
     assert (await client.post(path, headers=_auth(keys["reader"]))).status_code == 403
     mail_sink.refuse.clear()  # the mailbox was fixed
+    lax = await client.post(path, json={"clear_suppression": "true"}, headers=_auth(keys["writer"]))
+    assert lax.status_code == 422 and lax.json()["field"] == "clear_suppression", (
+        lax.text
+    )  # JSON booleans only
     resent = await client.post(path, json={"clear_suppression": True}, headers=_auth(keys["writer"]))
     assert resent.status_code == 202, resent.text
     assert resent.json()["status"] == "pending" and resent.json()["generation"] == 1

@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ar_events.events import Id, PaymentMethod
+from ar_events.jsontypes import IsoAwareDateTime, JsonBool, JsonInt
 from ar_events.kafka import ensure_topics
 from ar_events.money import CURRENCY_EXPONENTS, CurrencyCode, Money
 from ar_web import (
@@ -98,7 +99,7 @@ class AmountIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    amount_minor: int = Field(gt=0, le=10**15, description="Minor units (cents); > 0")
+    amount_minor: JsonInt = Field(gt=0, le=10**15, description="Minor units (cents); > 0")
     currency: CurrencyCode = Field(json_schema_extra={"enum": list(sorted(CURRENCY_EXPONENTS))})
 
     def money(self) -> Money:
@@ -119,7 +120,7 @@ class ManualPaymentIn(BaseModel):
         default=None, min_length=1, max_length=128, pattern=PRINTABLE, description="Check number, bank ref"
     )
     invoice_ids: list[Id] = Field(default_factory=list, max_length=100)
-    received_at: AwareDatetime | None = Field(default=None, description="Defaults to now")
+    received_at: IsoAwareDateTime | None = Field(default=None, description="Defaults to now")
     note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
@@ -196,7 +197,7 @@ class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     client_id: IdIn
-    remember_customer: bool = Field(
+    remember_customer: JsonBool = Field(
         default=True, description="Also map the processor's customer id to this client for future events"
     )
 
