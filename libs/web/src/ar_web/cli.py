@@ -1,4 +1,5 @@
-"""``python -m x_svc api-key create|list|revoke``: a few lines in each service's ``__main__``.
+"""What every service's ``__main__`` shares: the ``api-key create|list|revoke`` command, serving the app, stopping a
+worker on SIGTERM or SIGINT.
 
 argparse::
 
@@ -8,24 +9,23 @@ argparse::
     ...
     args = parser.parse_args(argv)
     if args.command == "api-key":
-        return run_api_key_command(args, lambda: make_sessionmaker(settings))
-
-or typer::
-
-    app.add_typer(api_key_typer(lambda: make_sessionmaker(settings)), name="api-key")
+        return run_api_key(args, settings.database.url)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ar_events.db import ensure_sqlite_dir, make_engine, make_sessionmaker
 from ar_web.auth import ALL_SCOPES, create_api_key, list_api_keys, parse_scopes, revoke_api_key
 
 SessionmakerFactory = Callable[[], async_sessionmaker[AsyncSession]]
@@ -94,3 +94,27 @@ def api_key_main(argv: list[str], make_sessionmaker: SessionmakerFactory, prog: 
     add_api_key_parser(sub)
     args = parser.parse_args(["api-key", *argv])
     return run_api_key_command(args, make_sessionmaker)
+
+
+def run_api_key(args: argparse.Namespace, url: str, **engine_kwargs: Any) -> int:
+    """Run a parsed ``api-key`` command on the database at ``url`` (its SQLite folder made first); the exit code."""
+    ensure_sqlite_dir(url)
+    return run_api_key_command(args, lambda: make_sessionmaker(make_engine(url, **engine_kwargs)))
+
+
+async def serve(app: Any, host: str, port: int) -> None:
+    """Serve an ASGI app with uvicorn until SIGTERM or SIGINT: our JSON logs, no access log, lifespan required."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    await uvicorn.Server(config).serve()
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """Inside the running loop: have SIGTERM and SIGINT set ``stop`` (a new event when None), which is returned."""
+    stop = asyncio.Event() if stop is None else stop
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -3,62 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import sys
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import async_sessionmaker
-
-from ar_events.db import is_sqlite, make_engine
 from ar_events.loop import run as run_loop
+from ar_events.migrations import upgrade
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key_command
+from ar_web.cli import add_api_key_parser, run_api_key, serve, stop_on_signals
 from invoice_svc.bootstrap import CONSUMER, RELAY, build
 from invoice_svc.settings import SERVICE, Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # services/invoice-svc (alembic.ini, migrations/)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
 def migrate(settings: Settings) -> int:
     """Bring the database to the newest schema (same migrations on PostgreSQL and SQLite)."""
-    from alembic import command
-    from alembic.config import Config
-
-    _ensure_sqlite_dir(settings.database.url)
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["database_url"] = settings.database.url
-    command.upgrade(cfg, "head")
+    upgrade(ROOT, settings.database.url)
     return 0
 
 
 async def _serve(settings: Settings, parts: tuple[str, ...]) -> None:
-    import uvicorn
-
     from invoice_svc.api import create_app
 
-    app = create_app(settings, background=parts)
-    config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
-                            access_log=False, lifespan="on")  # fmt: skip
-    await uvicorn.Server(config).serve()
+    await serve(create_app(settings, background=parts), settings.http.host, settings.http.port)
 
 
 async def _worker(settings: Settings) -> None:
     runtime = build(settings)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, runtime.stop.set)
+    stop_on_signals(runtime.stop)
     async with runtime.running((RELAY, CONSUMER)):
         await runtime.stop.wait()
 
@@ -77,10 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return migrate(settings)
     if args.command == "api-key":
-        _ensure_sqlite_dir(settings.database.url)
-        return run_api_key_command(
-            args, lambda: async_sessionmaker(make_engine(settings.database.url), expire_on_commit=False)
-        )
+        return run_api_key(args, settings.database.url)
     if args.command == "api":
         run_loop(_serve(settings, (RELAY,)))
     elif args.command == "all":

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from pathlib import Path
 
-from ar_events.db import make_engine, make_sessionmaker
 from ar_events.loop import run as run_loop
+from ar_events.migrations import upgrade
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key_command
+from ar_web.cli import add_api_key_parser, run_api_key, stop_on_signals
 from notify_svc.bootstrap import build, run_worker
 from notify_svc.settings import Settings
 
@@ -19,17 +17,7 @@ SERVICE_ROOT = Path(__file__).resolve().parents[2]
 
 def migrate(settings: Settings) -> None:
     """Bring the database schema to the latest revision (PostgreSQL or SQLite)."""
-    from alembic import command
-    from alembic.config import Config
-
-    if settings.database.url.startswith("sqlite"):
-        path = settings.database.url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cfg = Config(str(SERVICE_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(SERVICE_ROOT / "migrations"))
-    cfg.attributes["url"] = settings.database.url
-    command.upgrade(cfg, "head")
+    upgrade(SERVICE_ROOT, settings.database.url)
 
 
 def serve(settings: Settings, *, with_worker: bool) -> None:
@@ -44,10 +32,7 @@ def serve(settings: Settings, *, with_worker: bool) -> None:
 async def work(settings: Settings) -> None:
     """Consumers, relay and dispatcher (no HTTP) until SIGTERM or SIGINT."""
     services = build(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await run_worker(services, stop)
     finally:
@@ -69,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(settings)
         return 0
     if args.command == "api-key":
-        return run_api_key_command(args, lambda: make_sessionmaker(make_engine(settings.database.url)))
+        return run_api_key(args, settings.database.url)
     if args.command == "worker":
         run_loop(work(settings))
         return 0

@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 
 from ar_events.clock import SystemClock
-from ar_events.db import make_engine, make_sessionmaker
 from ar_events.loop import run as run_loop
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key_command
+from ar_web.cli import add_api_key_parser, run_api_key, stop_on_signals
 from payment_svc.accounts import AccountError
 from payment_svc.bootstrap import build
 from payment_svc.schema import migrate
@@ -34,10 +32,7 @@ async def work(settings: Settings) -> None:
     from payment_svc.api import run_relay_loop
 
     container = build(settings, with_relay=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await run_relay_loop(container, stop)
     finally:
@@ -110,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(settings.database.url)
         return 0
     if args.command == "api-key":
-        db = settings.database
-        return run_api_key_command(
-            args, lambda: make_sessionmaker(make_engine(db.url, pool_size=db.pool_size))
-        )
+        return run_api_key(args, settings.database.url, pool_size=settings.database.pool_size)
     if args.command == "account":
         return asyncio.run(account_command(settings, args))
     if args.command == "worker":
