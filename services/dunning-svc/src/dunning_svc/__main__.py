@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ar_events.loop import run as run_loop
 from ar_events.migrations import upgrade
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key, serve, stop_on_signals
+from ar_web.cli import run_common_command, run_until_stopped, serve, service_parser
 from dunning_svc.bootstrap import CONSUMER, RELAY, SCHEDULER, build
 from dunning_svc.policies import PolicyFileError, load_policy_file
 from dunning_svc.settings import SERVICE, Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # services/dunning-svc (alembic.ini, migrations/)
+COMMANDS = {
+    "api": "REST API (+ outbox relay)",
+    "worker": "consumer, scheduler and outbox relay",
+    "all": "API, consumer, scheduler and relay in one process",
+    "migrate": "apply database migrations",
+    "check-policies": "validate the policy file and exit",
+}
 
 
 def migrate(settings: Settings) -> int:
@@ -30,28 +36,16 @@ async def _serve(settings: Settings, parts: tuple[str, ...]) -> None:
 
 
 async def _worker(settings: Settings) -> None:
-    runtime = build(settings)
-    stop_on_signals(runtime.stop)
-    async with runtime.running((RELAY, CONSUMER, SCHEDULER)):
-        await runtime.stop.wait()
+    await run_until_stopped(build(settings), (RELAY, CONSUMER, SCHEDULER))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dunning_svc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="REST API (+ outbox relay)")
-    sub.add_parser("worker", help="consumer, scheduler and outbox relay")
-    sub.add_parser("all", help="API, consumer, scheduler and relay in one process")
-    sub.add_parser("migrate", help="apply database migrations")
-    sub.add_parser("check-policies", help="validate the policy file and exit")
-    add_api_key_parser(sub)
-    args = parser.parse_args(argv)
+    args = service_parser("dunning_svc", __doc__, COMMANDS)[0].parse_args(argv)
     settings = Settings()
     configure_logging(SERVICE, settings.log_level)
-    if args.command == "migrate":
-        return migrate(settings)
-    if args.command == "api-key":
-        return run_api_key(args, settings.database.url)
+    done = run_common_command(args, lambda: migrate(settings), settings.database.url)
+    if done is not None:
+        return done
     try:
         specs = load_policy_file(settings.policies_file)
     except PolicyFileError as exc:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ar_events.loop import run as run_loop
 from ar_events.migrations import upgrade
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key, serve, stop_on_signals
+from ar_web.cli import run_common_command, run_until_stopped, serve, service_parser
 from invoice_svc.bootstrap import CONSUMER, RELAY, build
 from invoice_svc.settings import SERVICE, Settings
 
 ROOT = Path(__file__).resolve().parents[2]  # services/invoice-svc (alembic.ini, migrations/)
+COMMANDS = {
+    "api": "REST API (+ outbox relay)",
+    "worker": "payment consumer + outbox relay",
+    "all": "API, consumer and relay in one process",
+    "migrate": "apply database migrations",
+}
 
 
 def migrate(settings: Settings) -> int:
@@ -29,27 +34,16 @@ async def _serve(settings: Settings, parts: tuple[str, ...]) -> None:
 
 
 async def _worker(settings: Settings) -> None:
-    runtime = build(settings)
-    stop_on_signals(runtime.stop)
-    async with runtime.running((RELAY, CONSUMER)):
-        await runtime.stop.wait()
+    await run_until_stopped(build(settings), (RELAY, CONSUMER))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="invoice_svc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="REST API (+ outbox relay)")
-    sub.add_parser("worker", help="payment consumer + outbox relay")
-    sub.add_parser("all", help="API, consumer and relay in one process")
-    sub.add_parser("migrate", help="apply database migrations")
-    add_api_key_parser(sub)
-    args = parser.parse_args(argv)
+    args = service_parser("invoice_svc", __doc__, COMMANDS)[0].parse_args(argv)
     settings = Settings()
     configure_logging(SERVICE, settings.log_level)
-    if args.command == "migrate":
-        return migrate(settings)
-    if args.command == "api-key":
-        return run_api_key(args, settings.database.url)
+    done = run_common_command(args, lambda: migrate(settings), settings.database.url)
+    if done is not None:
+        return done
     if args.command == "api":
         run_loop(_serve(settings, (RELAY,)))
     elif args.command == "all":
