@@ -1,49 +1,15 @@
-"""Alembic environment: async engines for PostgreSQL and SQLite, batch mode so SQLite can alter tables."""
+"""Alembic environment: the shared one in ar_events.migrations, on this service's tables and settings."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-
-from alembic import context
-from sqlalchemy.engine import Connection
-
-from ar_events.db import make_engine
+from ar_events.migrations import run_env
 from invoice_svc.repository import metadata
 
-config = context.config
-target_metadata = metadata
+
+def _settings_url() -> str:
+    from invoice_svc.settings import Settings
+
+    return Settings().database.url
 
 
-def _url() -> str:
-    url = config.attributes.get("database_url") or os.environ.get("INVOICE_DATABASE__URL")
-    if not url:
-        from invoice_svc.settings import Settings
-
-        url = Settings().database.url
-    return str(url)
-
-
-def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      compare_type=True)  # fmt: skip
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-async def _online() -> None:
-    engine = make_engine(_url())
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_run)
-            await connection.commit()
-    finally:
-        await engine.dispose()
-
-
-if context.is_offline_mode():
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    asyncio.run(_online())
+run_env(metadata, _settings_url, env_var="INVOICE_DATABASE__URL")

@@ -1,31 +1,29 @@
-"""``python -m x_svc api-key create|list|revoke``: a few lines in each service's ``__main__``.
+"""What every service's ``__main__`` shares: its parser, ``migrate`` and ``api-key create|list|revoke``, serving
+the app, and a worker that stops on SIGTERM or SIGINT::
 
-argparse::
-
-    parser = argparse.ArgumentParser(prog="invoice_svc")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_api_key_parser(sub)
-    ...
-    args = parser.parse_args(argv)
-    if args.command == "api-key":
-        return run_api_key_command(args, lambda: make_sessionmaker(settings))
-
-or typer::
-
-    app.add_typer(api_key_typer(lambda: make_sessionmaker(settings)), name="api-key")
+    args = service_parser("invoice_svc", __doc__, COMMANDS)[0].parse_args(argv)
+    settings = Settings()
+    done = run_common_command(args, lambda: migrate(settings), settings.database.url)
+    if done is not None:
+        return done
+    ...  # the service's own commands: run_loop(serve(...)), run_loop(run_until_stopped(runtime, parts))
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ar_events.db import ensure_sqlite_dir, make_engine, make_sessionmaker
 from ar_web.auth import ALL_SCOPES, create_api_key, list_api_keys, parse_scopes, revoke_api_key
 
 SessionmakerFactory = Callable[[], async_sessionmaker[AsyncSession]]
@@ -94,3 +92,66 @@ def api_key_main(argv: list[str], make_sessionmaker: SessionmakerFactory, prog: 
     add_api_key_parser(sub)
     args = parser.parse_args(["api-key", *argv])
     return run_api_key_command(args, make_sessionmaker)
+
+
+def run_api_key(args: argparse.Namespace, url: str, **engine_kwargs: Any) -> int:
+    """Run a parsed ``api-key`` command on the database at ``url`` (its SQLite folder made first); the exit code."""
+    ensure_sqlite_dir(url)
+    return run_api_key_command(args, lambda: make_sessionmaker(make_engine(url, **engine_kwargs)))
+
+
+async def serve(app: Any, host: str, port: int) -> None:
+    """Serve an ASGI app with uvicorn until SIGTERM or SIGINT: our JSON logs, no access log, lifespan required."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    await uvicorn.Server(config).serve()
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """Inside the running loop: have SIGTERM and SIGINT set ``stop`` (a new event when None), which is returned."""
+    stop = asyncio.Event() if stop is None else stop
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Runtime(Protocol):
+    """A service's composition root: starts the named background parts, and is told to stop by ``stop``."""
+
+    stop: asyncio.Event
+
+    def running(self, parts: Collection[str]) -> AbstractAsyncContextManager[Any]: ...
+
+
+async def run_until_stopped(runtime: Runtime, parts: Collection[str]) -> None:
+    """``worker``: run ``parts`` of the runtime until SIGTERM or SIGINT sets its ``stop``."""
+    stop_on_signals(runtime.stop)
+    async with runtime.running(parts):
+        await runtime.stop.wait()
+
+
+def service_parser(
+    prog: str, description: str | None, commands: Mapping[str, str]
+) -> tuple[argparse.ArgumentParser, Any]:
+    """A service's ``python -m`` parser: ``commands`` (name: help, in order), then ``api-key``; and its subparsers."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in commands.items():
+        sub.add_parser(name, help=help_text)
+    add_api_key_parser(sub)
+    return parser, sub
+
+
+def run_common_command(
+    args: argparse.Namespace, migrate: Callable[[], object], database_url: str, **engine_kwargs: Any
+) -> int | None:
+    """Run ``migrate`` or ``api-key`` and return the exit code; None for a command the service runs itself."""
+    if args.command == "migrate":
+        migrate()
+        return 0
+    if args.command == "api-key":
+        return run_api_key(args, database_url, **engine_kwargs)
+    return None

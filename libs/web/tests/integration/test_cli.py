@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ar_events.db import make_engine, make_sessionmaker
 from ar_web import ApiKeyStore, add_web_tables
-from ar_web.cli import api_key_main
+from ar_web.cli import add_api_key_parser, api_key_main, run_api_key
 
 
 def _factory(url: str) -> async_sessionmaker[AsyncSession]:
@@ -87,3 +88,14 @@ def test_malformed_explicit_key_is_refused(url: str, capsys: pytest.CaptureFixtu
         == 2
     )
     assert "must start with 'ar_'" in capsys.readouterr().err
+
+
+def test_run_api_key_opens_the_database_at_the_url(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="x_svc")
+    add_api_key_parser(parser.add_subparsers(dest="command", required=True))
+    key = "ar_" + "u" * 40
+    args = parser.parse_args(["api-key", "create", "--name", "dev", "--scopes", "ops", "--key", key])
+    assert run_api_key(args, url, pool_size=2) == 0
+    assert capsys.readouterr().out.strip() == key
+    assert _verify(url, key) == frozenset({"ops"})
+    assert run_api_key(parser.parse_args(["api-key", "revoke", "ar_" + "z" * 40]), url) == 1

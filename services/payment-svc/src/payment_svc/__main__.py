@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 
 from ar_events.clock import SystemClock
-from ar_events.db import make_engine, make_sessionmaker
 from ar_events.loop import run as run_loop
 from ar_web import configure_logging
-from ar_web.cli import add_api_key_parser, run_api_key_command
+from ar_web.cli import run_common_command, service_parser, stop_on_signals
 from payment_svc.accounts import AccountError
 from payment_svc.bootstrap import build
 from payment_svc.schema import migrate
@@ -34,10 +32,7 @@ async def work(settings: Settings) -> None:
     from payment_svc.api import run_relay_loop
 
     container = build(settings, with_relay=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await run_relay_loop(container, stop)
     finally:
@@ -78,14 +73,16 @@ async def account_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "api": "serve the HTTP API (no relay)",
+    "worker": "publish the outbox (the relay) until SIGTERM",
+    "all": "API and relay in one process",
+    "migrate": "upgrade the database schema to head",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="payment_svc", description="payment-svc: signed webhooks and payments")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the HTTP API (no relay)")
-    sub.add_parser("worker", help="publish the outbox (the relay) until SIGTERM")
-    sub.add_parser("all", help="API and relay in one process")
-    sub.add_parser("migrate", help="upgrade the database schema to head")
-    add_api_key_parser(sub)
+    p, sub = service_parser("payment_svc", "payment-svc: signed webhooks and payments", COMMANDS)
     acc = sub.add_parser("account", help="processor accounts and signing secrets (never printed)")
     actions = acc.add_subparsers(dest="account_action", required=True)
     add = actions.add_parser("add", help="create an account (idempotent), optionally with a first secret")
@@ -106,14 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
-    if args.command == "migrate":
-        migrate(settings.database.url)
-        return 0
-    if args.command == "api-key":
-        db = settings.database
-        return run_api_key_command(
-            args, lambda: make_sessionmaker(make_engine(db.url, pool_size=db.pool_size))
-        )
+    db = settings.database
+    done = run_common_command(args, lambda: migrate(db.url), db.url, pool_size=db.pool_size)
+    if done is not None:
+        return done
     if args.command == "account":
         return asyncio.run(account_command(settings, args))
     if args.command == "worker":
