@@ -139,8 +139,7 @@ class CaseWork:
         if loaded is not None and not touched_invoices:
             clients, invoices = loaded
         else:
-            clients = await repo.load_clients(session, client_ids)
-            invoices = await repo.load_invoices(session, client_ids, touched_invoices)
+            clients, invoices = await repo.load_projection(session, client_ids, touched_invoices)
         if claimed is None:
             cases = await repo.load_cases(session, client_ids, lock=True)
         else:

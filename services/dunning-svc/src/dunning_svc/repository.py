@@ -299,6 +299,71 @@ _PG_LOAD_INVOICES_ALSO = sa.text(
 )  # a row in both halves is read twice and kept once (by invoice id)
 
 
+# The consumer's projection load, planned the same whatever the tables' statistics say: each client's row and
+# each named invoice through its index (a LATERAL subquery kept from being flattened by OFFSET 0, and the open
+# invoices as an ARRAY subquery per client, as in the scheduler's claim). With a semi-join the planner followed
+# statistics taken while the tables were empty and scanned the whole invoice table twice per poll: the
+# ingest's PostgreSQL CPU per event grew with the table (13 us at 10,000 events, 31 us at 50,000).
+_PG_LOAD_PROJECTION = sa.text(
+    "SELECT k.cid, c.client_id IS NOT NULL, c.profile, c.late_days_sum, c.paid_count,"
+    " ARRAY(SELECT ROW(i.invoice_id, i.number, i.currency, i.issue_date, i.due_date, i.total, i.amount_due,"
+    " i.status, i.disputes, i.pay_link) FROM dunning_invoice i WHERE i.client_id = k.cid AND i.status = 'open')"
+    " FROM unnest(CAST(:ids AS text[])) AS k(cid)"
+    " LEFT JOIN LATERAL (SELECT client_id, profile, late_days_sum, paid_count FROM dunning_client d"
+    " WHERE d.client_id = k.cid OFFSET 0) c ON true"
+)
+_PG_LOAD_NAMED_INVOICES = sa.text(
+    f"SELECT {_INVOICE_COLUMNS} FROM unnest(CAST(:also AS text[])) AS a(id)"
+    " CROSS JOIN LATERAL (SELECT * FROM dunning_invoice i WHERE i.invoice_id = a.id OFFSET 0) i"
+)
+
+
+async def load_projection(
+    session: AsyncSession, client_ids: Iterable[str], also: Iterable[str] = ()
+) -> tuple[dict[str, ClientRecord], dict[str, dict[str, InvoiceRecord]]]:
+    """:func:`load_clients` and :func:`load_invoices` together: one or two index-driven statements on
+    PostgreSQL."""
+    ids = list(client_ids)
+    if not _is_pg(session) or not ids:
+        return await load_clients(session, ids), await load_invoices(session, ids, also)
+    clients: dict[str, ClientRecord] = {}
+    invoices: dict[str, dict[str, InvoiceRecord]] = {}
+    result = await session.execute(_PG_LOAD_PROJECTION, {"ids": ids})
+    for cid, has_client, profile, late_days_sum, paid_count, open_invoices in result:
+        if has_client:
+            clients[cid] = ClientRecord(
+                cid, load_profile(profile) if profile else None, int(late_days_sum), int(paid_count)
+            )
+        invoices[cid] = {i[0]: _invoice_of(cid, i) for i in open_invoices}
+    extra = list(dict.fromkeys(also))
+    if extra:
+        for row in await session.execute(_PG_LOAD_NAMED_INVOICES, {"also": extra}):
+            rec = _invoice_record(row)
+            by_client = invoices.get(rec.client_id)
+            if by_client is None:
+                by_client = invoices[rec.client_id] = {}
+            by_client[rec.invoice_id] = rec
+    return clients, invoices
+
+
+def _invoice_record(row: Any) -> InvoiceRecord:
+    """An invoice record from a row of ``_INVOICE_COLUMNS``."""
+    invoice_id, client_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, pay_link = row
+    return InvoiceRecord(
+        invoice_id,
+        client_id,
+        number,
+        currency,
+        issue_date,
+        due_date,
+        total,
+        int(amount_due),
+        status,
+        _NO_DISPUTES if disputes == "[]" else tuple(json.loads(disputes)),
+        pay_link,
+    )
+
+
 def _is_pg(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -325,36 +390,12 @@ async def load_invoices(
             cond = sa.or_(cond, t.c.invoice_id.in_(extra))
         cols = [t.c[c.strip()] for c in _INVOICE_COLUMNS.split(",")]
         rows = await session.execute(sa.select(*cols).where(cond))
-    for (
-        invoice_id,
-        client_id,
-        number,
-        currency,
-        issue_date,
-        due_date,
-        total,
-        amount_due,
-        status,
-        disputes,
-        pay_link,
-    ) in rows:
-        rec = InvoiceRecord(
-            invoice_id,
-            client_id,
-            number,
-            currency,
-            issue_date,
-            due_date,
-            total,
-            int(amount_due),
-            status,
-            _NO_DISPUTES if disputes == "[]" else tuple(json.loads(disputes)),
-            pay_link,
-        )
-        by_client = out.get(client_id)
+    for row in rows:
+        rec = _invoice_record(row)
+        by_client = out.get(rec.client_id)
         if by_client is None:
-            by_client = out[client_id] = {}
-        by_client[invoice_id] = rec
+            by_client = out[rec.client_id] = {}
+        by_client[rec.invoice_id] = rec
     return out
 
 
