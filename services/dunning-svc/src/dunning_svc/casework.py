@@ -102,6 +102,73 @@ def _summary(payload: Payload) -> str:
 _SUMMARY_EXCLUDE = {"statement", "recipients", "client_id", "lines"}
 
 
+class _Effects:
+    """What a batch writes: projection, case, task and timeline rows, and the outgoing envelopes."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.now_utc = now.astimezone(UTC)
+        self.out = Outcome()
+        self.client_rows: list[dict[str, Any]] = []
+        self.invoice_rows: list[dict[str, Any]] = []
+        self.case_rows: list[dict[str, Any]] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.new_tasks: list[dict[str, Any]] = []
+        self.done_tasks: list[dict[str, Any]] = []
+        self.resolved: list[str] = []
+
+    def add(
+        self,
+        cid: str,
+        case: DunningCase,
+        next_at: datetime | None,
+        emitted: Sequence[tuple[Payload, Envelope[Any] | None]],
+    ) -> None:
+        """One client's decided case and the events it emits (each with the event that caused it, if any)."""
+        now, out = self.now, self.out
+        self.case_rows.append(repo.case_row(case, next_at, now))
+        out.cases[cid] = case
+        if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
+            out.next_timer = next_at
+        for payload, cause in emitted:
+            env = _envelope(payload, self.now_utc, cause)
+            out.envelopes.append(env)
+            if env.type in _STEP_TYPES:
+                out.steps += 1
+            self.timeline.append(
+                {
+                    "client_id": cid,
+                    "case_id": case.case_id,
+                    "cycle": case.cycle,
+                    "at": now,
+                    "kind": _OUT_KIND.get(env.type, "decision_out"),
+                    "type": env.type,
+                    "event_id": env.id,
+                    "data": _summary(payload),
+                }
+            )
+            if isinstance(payload, ManualTaskCreated):
+                self.new_tasks.append(_task_row(payload))
+            elif isinstance(payload, ManualTaskCompleted):
+                self.done_tasks.append({"b_task_id": payload.task_id, "b_outcome": payload.outcome.value,
+                                        "b_completed_at": payload.completed_at,
+                                        "b_completed_by": payload.completed_by,
+                                        "b_detail": payload.note})  # fmt: skip
+            elif isinstance(payload, DunningResolved):
+                self.resolved.append(case.case_id)
+
+    async def write(self, session: AsyncSession, existing: set[str]) -> None:
+        """Projection, cases, tasks and timeline (the caller enqueues the envelopes)."""
+        now = self.now
+        await repo.upsert(session, repo.client_table, self.client_rows, ["client_id"])
+        await repo.upsert(session, repo.invoice_table, self.invoice_rows, ["invoice_id"])
+        await repo.save_cases(session, self.case_rows, existing)
+        await repo.cancel_open_tasks(session, self.resolved, now)
+        await repo.complete_tasks(session, self.done_tasks)
+        await repo.insert_rows(session, repo.task_table, self.new_tasks)
+        await repo.insert_rows(session, repo.timeline_table, self.timeline)
+
+
 class CaseWork:
     def __init__(self, policies: PolicyBook, ar_sender: Sender) -> None:
         self.policies = policies
@@ -144,18 +211,11 @@ class CaseWork:
             cases = await repo.load_cases(session, client_ids, lock=True)
         else:
             cases = dict(claimed)
-        out = Outcome()
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        now_utc = now.astimezone(UTC)
-        client_rows: list[dict[str, Any]] = []
-        invoice_rows: list[dict[str, Any]] = []
-        case_rows: list[dict[str, Any]] = []
-        timeline: list[dict[str, Any]] = []
-        new_tasks: list[dict[str, Any]] = []
-        done_tasks: list[dict[str, Any]] = []
-        resolved: list[str] = []
+        eff = _Effects(now)
         posts: list[tuple[PostFn, str]] = []
+        timeline = eff.timeline
         for cid in client_ids:
             client = clients.get(cid) or ClientRecord(cid)
             invs = invoices.get(cid, {})
@@ -217,50 +277,39 @@ class CaseWork:
                 case = last.case
                 emitted.extend((p, None) for p in last.emit)
             assert last is not None
-            next_at = last.next_action_at  # computed by the last decision, for the case as it stands
             if client_changed:
-                client_rows.append(repo.client_row(client, now))
-            invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
-            case_rows.append(repo.case_row(case, next_at, now))
-            out.cases[cid] = case
-            if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
-                out.next_timer = next_at
-            for payload, cause in emitted:
-                env = _envelope(payload, now_utc, cause)
-                out.envelopes.append(env)
-                if env.type in _STEP_TYPES:
-                    out.steps += 1
-                timeline.append(
-                    {
-                        "client_id": cid,
-                        "case_id": case.case_id,
-                        "cycle": case.cycle,
-                        "at": now,
-                        "kind": _OUT_KIND.get(env.type, "decision_out"),
-                        "type": env.type,
-                        "event_id": env.id,
-                        "data": _summary(payload),
-                    }
-                )
-                if isinstance(payload, ManualTaskCreated):
-                    new_tasks.append(_task_row(payload))
-                elif isinstance(payload, ManualTaskCompleted):
-                    done_tasks.append({"b_task_id": payload.task_id, "b_outcome": payload.outcome.value,
-                                       "b_completed_at": payload.completed_at, "b_completed_by": payload.completed_by,
-                                       "b_detail": payload.note})  # fmt: skip
-                elif isinstance(payload, DunningResolved):
-                    resolved.append(case.case_id)
-        await repo.upsert(session, repo.client_table, client_rows, ["client_id"])
-        await repo.upsert(session, repo.invoice_table, invoice_rows, ["invoice_id"])
-        await repo.save_cases(session, case_rows, set(cases))
-        await repo.cancel_open_tasks(session, resolved, now)
-        await repo.complete_tasks(session, done_tasks)
-        await repo.insert_rows(session, repo.task_table, new_tasks)
-        await repo.insert_rows(session, repo.timeline_table, timeline)
+                eff.client_rows.append(repo.client_row(client, now))
+            eff.invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
+            # next_action_at: computed by the last decision, for the case as it stands
+            eff.add(cid, case, last.next_action_at, emitted)
+        await eff.write(session, set(cases))
         for post, cid in posts:
-            await post(session, out.cases[cid])
-        await repo.enqueue_events(session, out.envelopes, now)
-        return out
+            await post(session, eff.out.cases[cid])
+        await repo.enqueue_events(session, eff.out.envelopes, now)
+        return eff.out
+
+    async def tick(self, session: AsyncSession, claimed: repo.Claimed, now: datetime) -> Outcome:
+        """A scheduler batch: the claimed cases (locked) with their projection rows, decided in one pass (the
+        common step through ``domain.tick_fast``, anything else through ``domain.on_tick``), written in bulk."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        pairs: list[tuple[DunningCase, Context]] = []
+        for row in claimed.cases:
+            case = row.case
+            cid = case.client_id
+            client = claimed.clients.get(cid) or ClientRecord(cid)
+            pairs.append((case, self.context(case, ledger_of(client, claimed.invoices.get(cid, {})), now)))
+        eff = _Effects(now)
+        for case, ctx in pairs:
+            decision = domain.tick_fast(case, ctx, now)
+            if decision is None:
+                decision = domain.on_tick(case, ctx, now)
+            eff.add(
+                case.client_id, decision.case, decision.next_action_at, [(p, None) for p in decision.emit]
+            )
+        await eff.write(session, {case.client_id for case, _ in pairs})
+        await repo.enqueue_events(session, eff.out.envelopes, now)
+        return eff.out
 
     def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
         if isinstance(ev, Command):

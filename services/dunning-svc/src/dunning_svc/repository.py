@@ -348,7 +348,19 @@ async def load_projection(
 
 def _invoice_record(row: Any) -> InvoiceRecord:
     """An invoice record from a row of ``_INVOICE_COLUMNS``."""
-    invoice_id, client_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, pay_link = row
+    (
+        invoice_id,
+        client_id,
+        number,
+        currency,
+        issue_date,
+        due_date,
+        total,
+        amount_due,
+        status,
+        disputes,
+        pay_link,
+    ) = row
     return InvoiceRecord(
         invoice_id,
         client_id,

@@ -114,14 +114,7 @@ class Scheduler:
                     full.set()
                 if not rows:
                     return 0
-                claimed = {r.case.client_id: r for r in rows}
-                outcome = await self.work.apply(
-                    session,
-                    {cid: [] for cid in claimed},
-                    now,
-                    claimed=claimed,
-                    loaded=(batch.clients, batch.invoices),
-                )
+                outcome = await self.work.tick(session, batch, now)
             BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
             if is_transient(exc) or size == 1:

@@ -111,6 +111,51 @@ def on_tick(case: DunningCase, ctx: Context, now: datetime) -> Decision:
     return _decide(case, [], ctx, now, None)
 
 
+def tick_fast(case: DunningCase, ctx: Context, now: datetime) -> Decision | None:
+    """``on_tick`` for an open case with no pause, promise, plan, blocking task or pending escalation whose
+    dunnable balance is alive, when what comes due is at most one reminder; None for every other case (the
+    caller then asks ``on_tick``). The decisions are the same: tests/unit/test_fastpath.py compares both paths
+    on generated cases and on every tick of the stateful model.
+
+    For such a case ``_expire_timers`` and ``_settle_balance`` change nothing, and after a reminder fires no
+    further step can be due (``_candidate`` returns a reminder only when every due step is one, and then the
+    last of them), so the loop of ``_fire_due_steps`` ends after one pass: what is left is one exposure, the
+    candidate, the message-time check, ``_fire`` and ``next_action_at``.
+    """
+    if (
+        case.pause is not None
+        or case.promise is not None
+        or case.plan is not None
+        or case.blocking_task is not None
+        or case.escalate_pending
+        or not case.is_open
+    ):
+        return None
+    policy = ctx.policy
+    cal = ctx.calendar
+    today = cal.local_date(now)
+    exp = exposure(ctx.ledger.invoices, policy, today, case.local_disputes)
+    # next_action_at (and _fire's callers) find it under _exposure's key
+    ctx.memo[("exposure", policy.name, policy.version, case.local_disputes, now)] = exp
+    if not (exp.has_in_scope if _pre_due_phase(case, policy) else exp.has_overdue):
+        return None  # resolution or a dispute pause: the general path
+    anchor = exp.anchor
+    if anchor is None:
+        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+    k = _candidate(case, policy, (today - anchor.due_date).days)
+    if k is None:
+        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+    step = policy.steps[k]
+    if step.action is not StepAction.REMINDER:
+        return None  # manual task, warning, handoff: the general path
+    profile = ctx.ledger.profile
+    if profile is None or not profile.contacts or _message_time(case, policy, ctx, now) > now:
+        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+    emit: list[Payload] = []
+    case = _fire(case, policy, k, step, ctx, now, emit, exp, anchor)
+    return Decision(case=case, emit=tuple(emit), next_action_at=next_action_at(case, ctx, now))
+
+
 def on_ledger_changed(
     case: DunningCase, ctx: Context, now: datetime, cause: ResolutionReason | None = None
 ) -> Decision:
