@@ -65,10 +65,12 @@ class Scheduler:
     async def run_once(self, limit: int | None = None) -> int:
         """Claim due cases and apply their decisions; returns how many cases it handled.
 
-        Without ``limit``, on PostgreSQL, up to ``settings.lanes`` batches run at once, each in its own
+        Without ``limit``, on PostgreSQL, up to ``settings.lanes`` lanes run at once, each batch in its own
         transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): a lane starts when
-        the previous one claimed a full batch, so while one batch's statements run in the database the next
-        one is being decided. An idle poll stays one query.
+        the previous one claimed a full batch, and runs up to ``settings.rounds`` batches while they come
+        back full, so while one batch's statements run in the database another is being decided (the
+        decision loop yields to the event loop every few cases so the other lane's next statement goes out
+        promptly). An idle poll stays one query.
         """
         now = self.clock.now()
         size = limit or self.settings.batch_size
@@ -79,7 +81,7 @@ class Scheduler:
         try:
             for _ in range(lanes):
                 full = asyncio.Event()
-                task = asyncio.create_task(self._batch(now, size, full))
+                task = asyncio.create_task(self._lane(now, size, full))
                 tasks.append(task)
                 waiter = asyncio.create_task(full.wait())
                 await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -95,6 +97,17 @@ class Scheduler:
         if errors:
             raise errors[0]
         return sum(r for r in results if isinstance(r, int))
+
+    async def _lane(self, now: datetime, size: int, full: asyncio.Event) -> int:
+        """Batches one after the other while they come back full, up to ``settings.rounds``: the lanes stay
+        busy, so while one lane's statements run in the database another decides its batch."""
+        handled = await self._batch(now, size, full)
+        rounds = 1
+        while handled == size * rounds and rounds < self.settings.rounds:
+            n = await self._batch(now, size)
+            handled += n
+            rounds += 1
+        return handled
 
     def _lanes(self) -> int:
         bind = self.sessionmaker.kw.get("bind")

@@ -997,34 +997,45 @@ def _money(amount: int, currency: str) -> Money:
 
 
 def _money_list(amounts: dict[str, int]) -> tuple[Money, ...]:
+    if len(amounts) == 1:  # the common case: one currency
+        for c, v in amounts.items():
+            return (_money(v, c),) if v > 0 else ()
     return tuple(_money(v, c) for c, v in sorted(amounts.items()) if v > 0)
+
+
+def _by_due_then_id(i: OpenInvoice) -> tuple[date, str]:
+    return (i.due_date, i.invoice_id)
 
 
 def statement(
     ledger: Ledger, exp: Exposure, today: date, local_disputes: Iterable[str] = ()
 ) -> StatementSnapshot:
     """The consolidated statement a message shows: every open invoice, totals and overdue totals per currency."""
-    disputed_local = set(local_disputes)
-    live = sorted((i for i in ledger.invoices if i.amount_due > 0), key=lambda i: (i.due_date, i.invoice_id))
+    disputed_local = local_disputes if isinstance(local_disputes, frozenset) else frozenset(local_disputes)
+    live = [i for i in ledger.invoices if i.amount_due > 0]
+    if len(live) > 1:
+        live.sort(key=_by_due_then_id)
     totals: dict[str, int] = {}
-    for inv in live:
-        totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
-    anchor = carrying_invoice(exp)
-    return _make_statement(
-        as_of=today,
-        invoices=tuple(
+    lines = []
+    for i in live:
+        cur = i.currency
+        totals[cur] = totals.get(cur, 0) + i.amount_due
+        lines.append(
             _make_line(
                 invoice_id=i.invoice_id,
                 number=i.number,
                 issue_date=i.issue_date,
                 due_date=i.due_date,
-                amount_due=_money(i.amount_due, i.currency),
-                total=_money(i.total, i.currency) if i.total is not None else None,
-                days_overdue=age(i, today),
+                amount_due=_money(i.amount_due, cur),
+                total=_money(i.total, cur) if i.total is not None else None,
+                days_overdue=(today - i.due_date).days,
                 disputed=i.disputed or i.invoice_id in disputed_local,
             )
-            for i in live
-        ),
+        )
+    anchor = carrying_invoice(exp)
+    return _make_statement(
+        as_of=today,
+        invoices=tuple(lines),
         totals=_money_list(totals),
         overdue_totals=_money_list(exp.overdue),
         oldest_overdue_invoice_id=anchor.invoice_id
