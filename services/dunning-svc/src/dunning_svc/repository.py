@@ -601,7 +601,7 @@ def _claimed_ledger(
 ) -> Ledger:
     """``ledger_of`` for the claim's open invoices, each a
     ``ROW(invoice_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, pay_link)``,
-    without the intermediate projection records (tests/integration/test_scheduler.py compares the two)."""
+    without the intermediate projection records (tests/unit/test_claim_ledger.py compares the two)."""
     invoices: list[OpenInvoice] = []
     pay_link: str | None = None
     for invoice_id, number, currency, issue_date, due_date, total, amount_due, status, disputes, link in rows:
