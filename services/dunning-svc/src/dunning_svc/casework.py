@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -242,18 +242,20 @@ class CaseWork:
                     cause = item
                     ev = item.data
                     timeline.append(self._in_row(case, item, now))
-                    if _isa(ev, PROJECTED):
+                    traits = _traits(ev)
+                    if traits.projected:
                         before = client
                         client, inv = project(client, invs, ev)
                         client_changed = client_changed or client != before
                         if inv is not None and invs.get(inv.invoice_id) != inv:
                             invs[inv.invoice_id] = inv
                             changed_invoices[inv.invoice_id] = inv
-                        if isinstance(ev, InvoicePaymentApplied):
-                            payments.append((ev.amount.currency, ev.amount.amount_minor))
-                        cause_reason = _resolution_cause(ev) or cause_reason
+                        if traits.payment:
+                            paid = cast(InvoicePaymentApplied, ev).amount
+                            payments.append((paid.currency, paid.amount_minor))
+                        cause_reason = _resolution_cause(ev, traits) or cause_reason
                         nxt = items[n + 1] if n + 1 < len(items) else None
-                        if nxt is not None and not isinstance(nxt, Op) and _isa(nxt.data, PROJECTED):
+                        if nxt is not None and not isinstance(nxt, Op) and _traits(nxt.data).projected:
                             continue  # a run of invoice events is evaluated once, at its end
                         for currency, amount in payments:
                             case = domain.count_payment(case, currency, amount)
@@ -353,7 +355,7 @@ class CaseWork:
             "case_id": case.case_id,
             "cycle": case.cycle or None,
             "at": now,
-            "kind": "command" if _isa(env.data, Command) else "event_in",
+            "kind": "command" if _traits(env.data).command else "event_in",
             "type": env.type,
             "event_id": env.id,
             "data": _summary(env.data),
@@ -432,25 +434,42 @@ def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) 
     return env
 
 
-_ISA: dict[tuple[type, object], bool] = {}
+@dataclass(frozen=True, slots=True)
+class _Traits:
+    """What the apply loop asks about a consumed payload, answered once per payload class."""
+
+    projected: bool  # an invoice-topic type that changes the projection
+    command: bool
+    payment: bool  # InvoicePaymentApplied
+    voided: bool
+    credited: bool
+    dispute_resolved: bool
 
 
-def _isa(obj: object, cls: type | tuple[type, ...]) -> bool:
-    """``isinstance(obj, cls)``, remembered per (type, cls): pydantic models' isinstance goes through
-    ABCMeta.__instancecheck__, and the apply loop asks a few times per consumed event and emitted step."""
-    key = (type(obj), cls)
-    found = _ISA.get(key)
+_TRAITS: dict[type, _Traits] = {}
+
+
+def _traits(payload: object) -> _Traits:
+    cls = type(payload)
+    found = _TRAITS.get(cls)
     if found is None:
-        found = _ISA[key] = isinstance(obj, cls)
+        found = _TRAITS[cls] = _Traits(
+            projected=isinstance(payload, PROJECTED),
+            command=isinstance(payload, Command),
+            payment=isinstance(payload, InvoicePaymentApplied),
+            voided=isinstance(payload, InvoiceVoided),
+            credited=isinstance(payload, CreditNoteIssued),
+            dispute_resolved=isinstance(payload, DisputeResolved),
+        )
     return found
 
 
-def _resolution_cause(ev: Payload) -> ResolutionReason | None:
-    if _isa(ev, InvoiceVoided):
+def _resolution_cause(ev: Payload, traits: _Traits) -> ResolutionReason | None:
+    if traits.voided:
         return ResolutionReason.VOIDED
-    if _isa(ev, CreditNoteIssued):
+    if traits.credited:
         return ResolutionReason.CREDITED
-    if isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
+    if traits.dispute_resolved and cast(DisputeResolved, ev).outcome is DisputeOutcome.UPHELD:
         return ResolutionReason.DISPUTED
     return None
 
