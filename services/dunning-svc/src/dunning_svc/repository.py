@@ -677,15 +677,37 @@ _PG_BULK_UPDATE = sa.text(
 )
 
 
+_CASE_UPDATE_ARRAYS = (
+    "case_id", "state", "stage", "cycle", "level", "policy_name", "policy_version", "next_action_at", "body",
+)  # fmt: skip
+_PG_CASE_UPDATE_SQL = """
+    UPDATE dunning_case AS c SET state = v.state, stage = v.stage, cycle = v.cycle, level = v.level,
+        policy_name = v.policy_name, policy_version = v.policy_version, next_action_at = v.next_action_at,
+        body = v.body, updated_at = $10
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::int[],
+                $8::timestamptz[], $9::text[])
+        AS v(case_id, state, stage, cycle, level, policy_name, policy_version, next_action_at, body)
+    WHERE c.case_id = v.case_id
+    """
+
+
 async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], existing: set[str]) -> None:
     new = [r for r in rows if r["client_id"] not in existing]
     old = [r for r in rows if r["client_id"] in existing]
     if new:
         await insert_rows(session, case_table, new)
     if old and session.get_bind().dialect.name == "postgresql":
-        # one statement for the whole batch: UPDATE .. FROM unnest(arrays)
-        cols = [c for c in old[0] if c != "client_id"]
-        await session.execute(_PG_BULK_UPDATE, {c: [r[c] for r in old] for c in cols})
+        # one statement for the whole batch: UPDATE .. FROM unnest(arrays), straight to the driver; a batch's
+        # rows share their update time (one parameter, not an array)
+        updated_at = old[0]["updated_at"]
+        if all(r["updated_at"] == updated_at for r in old):
+            driver = await _driver(session)
+            await driver.execute(
+                _PG_CASE_UPDATE_SQL, *([r[c] for r in old] for c in _CASE_UPDATE_ARRAYS), updated_at
+            )
+        else:
+            cols = [c for c in old[0] if c != "client_id"]
+            await session.execute(_PG_BULK_UPDATE, {c: [r[c] for r in old] for c in cols})
     elif old:
         t = case_table
         cols = [c for c in old[0] if c not in ("case_id", "client_id")]
