@@ -135,25 +135,25 @@ def tick_fast(case: DunningCase, ctx: Context, now: datetime) -> Decision | None
     cal = ctx.calendar
     today = cal.local_date(now)
     exp = exposure(ctx.ledger.invoices, policy, today, case.local_disputes)
-    # next_action_at (and _fire's callers) find it under _exposure's key
-    ctx.memo[("exposure", policy.name, policy.version, case.local_disputes, now)] = exp
     if not (exp.has_in_scope if _pre_due_phase(case, policy) else exp.has_overdue):
         return None  # resolution or a dispute pause: the general path
     anchor = exp.anchor
     if anchor is None:
-        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
     k = _candidate(case, policy, (today - anchor.due_date).days)
     if k is None:
-        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
     step = policy.steps[k]
     if step.action is not StepAction.REMINDER:
         return None  # manual task, warning, handoff: the general path
     profile = ctx.ledger.profile
     if profile is None or not profile.contacts or _message_time(case, policy, ctx, now) > now:
-        return Decision(case=case, emit=(), next_action_at=next_action_at(case, ctx, now))
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
     emit: list[Payload] = []
     case = _fire(case, policy, k, step, ctx, now, emit, exp, anchor)
-    return Decision(case=case, emit=tuple(emit), next_action_at=next_action_at(case, ctx, now))
+    return Decision(
+        case=case, emit=tuple(emit), next_action_at=_next_open_step_at(case, ctx, now, policy, exp)
+    )
 
 
 def on_ledger_changed(
@@ -319,25 +319,35 @@ def next_action_at(case: DunningCase, ctx: Context, now: datetime) -> datetime |
     policy = _policy(case, ctx)
     if not policy.steps:
         return None
-    cal = ctx.calendar
     if case.is_open:
-        exp = _exposure(case, ctx, policy, now)
-        anchor = carrying_invoice(exp)
-        k = case.reached_step + 1
-        if anchor is None or k >= len(policy.steps):
-            return None
-        step = policy.steps[k]
-        when = (
-            now if case.escalate_pending else cal.start_of_day(anchor.due_date + timedelta(days=step.at_days))
-        )
-        if step.action is StepAction.AGENCY_HANDOFF and case.agency_deadline is not None:
-            when = max(when, cal.start_of_day(case.agency_deadline + timedelta(days=1)))
-    else:
-        first = entry_date(ctx.ledger.invoices, policy, case.local_disputes)
-        if first is None:
-            return None
-        step = policy.steps[0]
-        when = cal.start_of_day(first)
+        return _next_open_step_at(case, ctx, now, policy, _exposure(case, ctx, policy, now))
+    cal = ctx.calendar
+    first = entry_date(ctx.ledger.invoices, policy, case.local_disputes)
+    if first is None:
+        return None
+    return _not_before_now(case, ctx, now, policy, policy.steps[0], cal.start_of_day(first))
+
+
+def _next_open_step_at(
+    case: DunningCase, ctx: Context, now: datetime, policy: Policy, exp: Exposure
+) -> datetime | None:
+    """``next_action_at`` for an open case with no pause and no blocking task, under ``policy`` (non-empty),
+    given its exposure."""
+    cal = ctx.calendar
+    anchor = exp.anchor
+    k = case.reached_step + 1
+    if anchor is None or k >= len(policy.steps):
+        return None
+    step = policy.steps[k]
+    when = now if case.escalate_pending else cal.start_of_day(anchor.due_date + timedelta(days=step.at_days))
+    if step.action is StepAction.AGENCY_HANDOFF and case.agency_deadline is not None:
+        when = max(when, cal.start_of_day(case.agency_deadline + timedelta(days=1)))
+    return _not_before_now(case, ctx, now, policy, step, when)
+
+
+def _not_before_now(
+    case: DunningCase, ctx: Context, now: datetime, policy: Policy, step: Step, when: datetime
+) -> datetime | None:
     when = max(when, now)
     if step.action in MESSAGE_ACTIONS:
         if ctx.ledger.profile is None or not ctx.ledger.profile.contacts:
