@@ -16,6 +16,7 @@ from pydantic_core import from_json, to_json
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ar_events.db import PgDriver
 from ar_events.envelope import Envelope
 from ar_events.events import Channel, ClientProfile, Contact, ContactRole, NotificationPreferences, Person
 from ar_events.money import Money
@@ -559,7 +560,8 @@ class Claimed:
 
 async def claim_due_batch(session: AsyncSession, now: datetime, limit: int) -> Claimed:
     """:func:`claim_due_cases` with the ledgers of the claimed clients (their profile and open invoices):
-    one statement on PostgreSQL (SKIP LOCKED claim, joined; sent straight to the driver), three on SQLite."""
+    one statement on PostgreSQL (SKIP LOCKED claim, joined; sent straight to the driver through ``PgDriver``,
+    which begins the session's transaction and raises SQLAlchemy's errors), three on SQLite."""
     if not _is_pg(session):
         rows = await claim_due_cases(session, now, limit)
         ids = [r.case.client_id for r in rows]
@@ -570,7 +572,7 @@ async def claim_due_batch(session: AsyncSession, now: datetime, limit: int) -> C
         )
     cases: list[CaseRow] = []
     ledgers: dict[str, Ledger] = {}
-    driver = await _driver(session)
+    driver = await PgDriver.of(session)
     for body, at, has_client, profile, late_days_sum, paid_count, open_invoices in await driver.fetch(
         PG_CLAIM_SQL, now, limit
     ):
@@ -701,7 +703,7 @@ async def save_cases(session: AsyncSession, rows: Sequence[dict[str, Any]], exis
         # rows share their update time (one parameter, not an array)
         updated_at = old[0]["updated_at"]
         if all(r["updated_at"] == updated_at for r in old):
-            driver = await _driver(session)
+            driver = await PgDriver.of(session)
             await driver.execute(
                 _PG_CASE_UPDATE_SQL, *([r[c] for r in old] for c in _CASE_UPDATE_ARRAYS), updated_at
             )
