@@ -38,6 +38,10 @@ MEASURE_EVERY_S = 5.0
 #: a case whose decision raised is looked at again after this long (the error is logged)
 RETRY_LATER = timedelta(hours=1)
 
+#: batches a lane runs back to back in one run_once while they come back full (PostgreSQL): the lanes stay busy
+#: instead of all waiting for the slowest at the end of every round
+ROUNDS = 8
+
 
 class Scheduler:
     def __init__(
@@ -67,7 +71,7 @@ class Scheduler:
 
         Without ``limit``, on PostgreSQL, up to ``settings.lanes`` lanes run at once, each batch in its own
         transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): a lane starts when
-        the previous one claimed a full batch, and runs up to ``settings.rounds`` batches while they come
+        the previous one claimed a full batch, and runs up to ``ROUNDS`` batches while they come
         back full, so while one batch's statements run in the database another is being decided (the
         decision loop yields to the event loop every few cases so the other lane's next statement goes out
         promptly). An idle poll stays one query.
@@ -99,11 +103,11 @@ class Scheduler:
         return sum(r for r in results if isinstance(r, int))
 
     async def _lane(self, now: datetime, size: int, full: asyncio.Event) -> int:
-        """Batches one after the other while they come back full, up to ``settings.rounds``: the lanes stay
-        busy, so while one lane's statements run in the database another decides its batch."""
+        """Batches one after the other while they come back full, up to ``ROUNDS``: the lanes stay busy, so
+        while one lane's statements run in the database another decides its batch."""
         handled = await self._batch(now, size, full)
         rounds = 1
-        while handled == size * rounds and rounds < self.settings.rounds:
+        while handled == size * rounds and rounds < ROUNDS:
             n = await self._batch(now, size)
             handled += n
             rounds += 1

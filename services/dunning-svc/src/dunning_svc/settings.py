@@ -55,13 +55,6 @@ class SchedulerSettings(BaseModel):
         description="Batches claimed and run at once, each in its own transaction (PostgreSQL; SQLite runs one):"
         " one batch's SQL runs while the next is decided",
     )
-    rounds: int = Field(
-        default=8,
-        ge=1,
-        le=64,
-        description="Batches a lane runs back to back in one poll while they come back full (PostgreSQL): lanes"
-        " stay busy instead of all waiting for the slowest at the end of every round",
-    )
 
 
 class MailboxSettings(BaseModel):
