@@ -7,7 +7,6 @@ the caller's transaction. The consumer, the scheduler and the REST API all go th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -51,9 +50,6 @@ from dunning_svc.projection import PROJECTED, ClientRecord, InvoiceRecord, ledge
 
 SOURCE = "dunning-svc"
 
-#: the scheduler's decision loop lets the event loop run every so many cases: another lane's statement, whose
-#: result has come back, goes out again at once instead of after the whole batch is decided
-YIELD_EVERY = 25
 
 DomainFn = Callable[[DunningCase, Context, datetime], Decision]
 PostFn = Callable[[AsyncSession, DunningCase], Awaitable[None]]
@@ -306,9 +302,7 @@ class CaseWork:
             case = row.case
             pairs.append((case, self.context(case, ledgers[case.client_id], now)))
         eff = _Effects(now)
-        for n, (case, ctx) in enumerate(pairs, 1):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        for case, ctx in pairs:
             decision = domain.tick_fast(case, ctx, now)
             if decision is None:
                 decision = domain.on_tick(case, ctx, now)

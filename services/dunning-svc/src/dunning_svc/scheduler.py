@@ -72,9 +72,8 @@ class Scheduler:
         Without ``limit``, on PostgreSQL, up to ``settings.lanes`` lanes run at once, each batch in its own
         transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): a lane starts when
         the previous one claimed a full batch, and runs up to ``ROUNDS`` batches while they come
-        back full, so while one batch's statements run in the database another is being decided (the
-        decision loop yields to the event loop every few cases so the other lane's next statement goes out
-        promptly). An idle poll stays one query.
+        back full, so while one batch's statements run in the database another is being decided. An idle
+        poll stays one query.
         """
         now = self.clock.now()
         size = limit or self.settings.batch_size
