@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,7 @@ from dunning_svc.policybook import PolicyBook
 from dunning_svc.projection import PROJECTED, ClientRecord, InvoiceRecord, ledger_of, project
 
 SOURCE = "dunning-svc"
+
 
 DomainFn = Callable[[DunningCase, Context, datetime], Decision]
 PostFn = Callable[[AsyncSession, DunningCase], Awaitable[None]]
@@ -102,6 +103,73 @@ def _summary(payload: Payload) -> str:
 _SUMMARY_EXCLUDE = {"statement", "recipients", "client_id", "lines"}
 
 
+class _Effects:
+    """What a batch writes: projection, case, task and timeline rows, and the outgoing envelopes."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.now_utc = now.astimezone(UTC)
+        self.out = Outcome()
+        self.client_rows: list[dict[str, Any]] = []
+        self.invoice_rows: list[dict[str, Any]] = []
+        self.case_rows: list[dict[str, Any]] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.new_tasks: list[dict[str, Any]] = []
+        self.done_tasks: list[dict[str, Any]] = []
+        self.resolved: list[str] = []
+
+    def add(
+        self,
+        cid: str,
+        case: DunningCase,
+        next_at: datetime | None,
+        emitted: Sequence[tuple[Payload, Envelope[Any] | None]],
+    ) -> None:
+        """One client's decided case and the events it emits (each with the event that caused it, if any)."""
+        now, out = self.now, self.out
+        self.case_rows.append(repo.case_row(case, next_at, now))
+        out.cases[cid] = case
+        if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
+            out.next_timer = next_at
+        for payload, cause in emitted:
+            env = _envelope(payload, self.now_utc, cause)
+            out.envelopes.append(env)
+            if env.type in _STEP_TYPES:
+                out.steps += 1
+            self.timeline.append(
+                {
+                    "client_id": cid,
+                    "case_id": case.case_id,
+                    "cycle": case.cycle,
+                    "at": now,
+                    "kind": _OUT_KIND.get(env.type, "decision_out"),
+                    "type": env.type,
+                    "event_id": env.id,
+                    "data": _summary(payload),
+                }
+            )
+            if type(payload) is ManualTaskCreated:
+                self.new_tasks.append(_task_row(payload))
+            elif type(payload) is ManualTaskCompleted:
+                self.done_tasks.append({"b_task_id": payload.task_id, "b_outcome": payload.outcome.value,
+                                        "b_completed_at": payload.completed_at,
+                                        "b_completed_by": payload.completed_by,
+                                        "b_detail": payload.note})  # fmt: skip
+            elif type(payload) is DunningResolved:
+                self.resolved.append(case.case_id)
+
+    async def write(self, session: AsyncSession, existing: set[str]) -> None:
+        """Projection, cases, tasks and timeline (the caller enqueues the envelopes)."""
+        now = self.now
+        await repo.upsert(session, repo.client_table, self.client_rows, ["client_id"])
+        await repo.upsert(session, repo.invoice_table, self.invoice_rows, ["invoice_id"])
+        await repo.save_cases(session, self.case_rows, existing)
+        await repo.cancel_open_tasks(session, self.resolved, now)
+        await repo.complete_tasks(session, self.done_tasks)
+        await repo.insert_rows(session, repo.task_table, self.new_tasks)
+        await repo.insert_rows(session, repo.timeline_table, self.timeline)
+
+
 class CaseWork:
     def __init__(self, policies: PolicyBook, ar_sender: Sender) -> None:
         self.policies = policies
@@ -139,24 +207,16 @@ class CaseWork:
         if loaded is not None and not touched_invoices:
             clients, invoices = loaded
         else:
-            clients = await repo.load_clients(session, client_ids)
-            invoices = await repo.load_invoices(session, client_ids, touched_invoices)
+            clients, invoices = await repo.load_projection(session, client_ids, touched_invoices)
         if claimed is None:
             cases = await repo.load_cases(session, client_ids, lock=True)
         else:
             cases = dict(claimed)
-        out = Outcome()
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        now_utc = now.astimezone(UTC)
-        client_rows: list[dict[str, Any]] = []
-        invoice_rows: list[dict[str, Any]] = []
-        case_rows: list[dict[str, Any]] = []
-        timeline: list[dict[str, Any]] = []
-        new_tasks: list[dict[str, Any]] = []
-        done_tasks: list[dict[str, Any]] = []
-        resolved: list[str] = []
+        eff = _Effects(now)
         posts: list[tuple[PostFn, str]] = []
+        timeline = eff.timeline
         for cid in client_ids:
             client = clients.get(cid) or ClientRecord(cid)
             invs = invoices.get(cid, {})
@@ -178,18 +238,20 @@ class CaseWork:
                     cause = item
                     ev = item.data
                     timeline.append(self._in_row(case, item, now))
-                    if _isa(ev, PROJECTED):
+                    traits = _traits(ev)
+                    if traits.projected:
                         before = client
                         client, inv = project(client, invs, ev)
                         client_changed = client_changed or client != before
                         if inv is not None and invs.get(inv.invoice_id) != inv:
                             invs[inv.invoice_id] = inv
                             changed_invoices[inv.invoice_id] = inv
-                        if isinstance(ev, InvoicePaymentApplied):
-                            payments.append((ev.amount.currency, ev.amount.amount_minor))
-                        cause_reason = _resolution_cause(ev) or cause_reason
+                        if traits.payment:
+                            paid = cast(InvoicePaymentApplied, ev).amount
+                            payments.append((paid.currency, paid.amount_minor))
+                        cause_reason = _resolution_cause(ev, traits) or cause_reason
                         nxt = items[n + 1] if n + 1 < len(items) else None
-                        if nxt is not None and not isinstance(nxt, Op) and _isa(nxt.data, PROJECTED):
+                        if nxt is not None and not isinstance(nxt, Op) and _traits(nxt.data).projected:
                             continue  # a run of invoice events is evaluated once, at its end
                         for currency, amount in payments:
                             case = domain.count_payment(case, currency, amount)
@@ -218,50 +280,38 @@ class CaseWork:
                 case = last.case
                 emitted.extend((p, None) for p in last.emit)
             assert last is not None
-            next_at = last.next_action_at  # computed by the last decision, for the case as it stands
             if client_changed:
-                client_rows.append(repo.client_row(client, now))
-            invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
-            case_rows.append(repo.case_row(case, next_at, now))
-            out.cases[cid] = case
-            if next_at is not None and (out.next_timer is None or next_at < out.next_timer):
-                out.next_timer = next_at
-            for payload, cause in emitted:
-                env = _envelope(payload, now_utc, cause)
-                out.envelopes.append(env)
-                if env.type in _STEP_TYPES:
-                    out.steps += 1
-                timeline.append(
-                    {
-                        "client_id": cid,
-                        "case_id": case.case_id,
-                        "cycle": case.cycle,
-                        "at": now,
-                        "kind": _OUT_KIND.get(env.type, "decision_out"),
-                        "type": env.type,
-                        "event_id": env.id,
-                        "data": _summary(payload),
-                    }
-                )
-                if isinstance(payload, ManualTaskCreated):
-                    new_tasks.append(_task_row(payload))
-                elif isinstance(payload, ManualTaskCompleted):
-                    done_tasks.append({"b_task_id": payload.task_id, "b_outcome": payload.outcome.value,
-                                       "b_completed_at": payload.completed_at, "b_completed_by": payload.completed_by,
-                                       "b_detail": payload.note})  # fmt: skip
-                elif isinstance(payload, DunningResolved):
-                    resolved.append(case.case_id)
-        await repo.upsert(session, repo.client_table, client_rows, ["client_id"])
-        await repo.upsert(session, repo.invoice_table, invoice_rows, ["invoice_id"])
-        await repo.save_cases(session, case_rows, set(cases))
-        await repo.cancel_open_tasks(session, resolved, now)
-        await repo.complete_tasks(session, done_tasks)
-        await repo.insert_rows(session, repo.task_table, new_tasks)
-        await repo.insert_rows(session, repo.timeline_table, timeline)
+                eff.client_rows.append(repo.client_row(client, now))
+            eff.invoice_rows.extend(repo.invoice_row(r, now) for r in changed_invoices.values())
+            # next_action_at: computed by the last decision, for the case as it stands
+            eff.add(cid, case, last.next_action_at, emitted)
+        await eff.write(session, set(cases))
         for post, cid in posts:
-            await post(session, out.cases[cid])
-        await repo.enqueue_events(session, out.envelopes, now)
-        return out
+            await post(session, eff.out.cases[cid])
+        await repo.enqueue_events(session, eff.out.envelopes, now)
+        return eff.out
+
+    async def tick(self, session: AsyncSession, claimed: repo.Claimed, now: datetime) -> Outcome:
+        """A scheduler batch: the claimed cases (locked) with their projection rows, decided in one pass (the
+        common step through ``domain.tick_fast``, anything else through ``domain.on_tick``), written in bulk."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        pairs: list[tuple[DunningCase, Context]] = []
+        ledgers = claimed.ledgers
+        for row in claimed.cases:
+            case = row.case
+            pairs.append((case, self.context(case, ledgers[case.client_id], now)))
+        eff = _Effects(now)
+        for case, ctx in pairs:
+            decision = domain.tick_fast(case, ctx, now)
+            if decision is None:
+                decision = domain.on_tick(case, ctx, now)
+            eff.add(
+                case.client_id, decision.case, decision.next_action_at, [(p, None) for p in decision.emit]
+            )
+        await eff.write(session, {case.client_id for case, _ in pairs})
+        await repo.enqueue_events(session, eff.out.envelopes, now)
+        return eff.out
 
     def _on_event(self, case: DunningCase, ev: Payload, ctx: Context, now: datetime) -> Decision | None:
         if isinstance(ev, Command):
@@ -299,7 +349,7 @@ class CaseWork:
             "case_id": case.case_id,
             "cycle": case.cycle or None,
             "at": now,
-            "kind": "command" if _isa(env.data, Command) else "event_in",
+            "kind": "command" if _traits(env.data).command else "event_in",
             "type": env.type,
             "event_id": env.id,
             "data": _summary(env.data),
@@ -323,10 +373,10 @@ _make_envelope = maker(Envelope)
 
 
 class _RandomPool(threading.local):
-    """Random bytes for event ids, drawn from os.urandom 1,024 ids at a time; one pool per thread, and a
+    """Random hex digits for event ids, drawn from os.urandom 1,024 ids at a time; one pool per thread, and a
     forked child starts a fresh one (it must never hand out its parent's ids)."""
 
-    data = b""
+    text = ""
     at = 0
 
 
@@ -334,25 +384,25 @@ _pool = _RandomPool()
 
 
 def _fresh_pool() -> None:
-    _pool.data, _pool.at = b"", 0
+    _pool.text, _pool.at = "", 0
 
 
 os.register_at_fork(after_in_child=_fresh_pool)
 
+#: the RFC 4122 variant (binary 10xx) of the 17th hex digit, from its two random low bits
+_VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
+
 
 def _uuid4() -> str:
     """``str(uuid.uuid4())`` (16 bytes of os.urandom with the version 4 and RFC 4122 variant bits) in well
-    under half its time: the bytes come from the pool, the text is formatted directly."""
+    under half its time: the hex text comes from the pool, the version and variant digits are set in it."""
     pool = _pool
     at = pool.at
-    if at >= len(pool.data):
-        pool.data, at = os.urandom(16 * 1024), 0
-    pool.at = at + 16
-    b = bytearray(pool.data[at : at + 16])
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if at >= len(pool.text):
+        pool.text, at = os.urandom(16 * 1024).hex(), 0
+    pool.at = at + 32
+    h = pool.text[at : at + 32]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) -> Envelope[Any]:
@@ -378,25 +428,42 @@ def _envelope(payload: Payload, now_utc: datetime, cause: Envelope[Any] | None) 
     return env
 
 
-_ISA: dict[tuple[type, object], bool] = {}
+@dataclass(frozen=True, slots=True)
+class _Traits:
+    """What the apply loop asks about a consumed payload, answered once per payload class."""
+
+    projected: bool  # an invoice-topic type that changes the projection
+    command: bool
+    payment: bool  # InvoicePaymentApplied
+    voided: bool
+    credited: bool
+    dispute_resolved: bool
 
 
-def _isa(obj: object, cls: type | tuple[type, ...]) -> bool:
-    """``isinstance(obj, cls)``, remembered per (type, cls): pydantic models' isinstance goes through
-    ABCMeta.__instancecheck__, and the apply loop asks a few times per consumed event and emitted step."""
-    key = (type(obj), cls)
-    found = _ISA.get(key)
+_TRAITS: dict[type, _Traits] = {}
+
+
+def _traits(payload: object) -> _Traits:
+    cls = type(payload)
+    found = _TRAITS.get(cls)
     if found is None:
-        found = _ISA[key] = isinstance(obj, cls)
+        found = _TRAITS[cls] = _Traits(
+            projected=isinstance(payload, PROJECTED),
+            command=isinstance(payload, Command),
+            payment=isinstance(payload, InvoicePaymentApplied),
+            voided=isinstance(payload, InvoiceVoided),
+            credited=isinstance(payload, CreditNoteIssued),
+            dispute_resolved=isinstance(payload, DisputeResolved),
+        )
     return found
 
 
-def _resolution_cause(ev: Payload) -> ResolutionReason | None:
-    if _isa(ev, InvoiceVoided):
+def _resolution_cause(ev: Payload, traits: _Traits) -> ResolutionReason | None:
+    if traits.voided:
         return ResolutionReason.VOIDED
-    if _isa(ev, CreditNoteIssued):
+    if traits.credited:
         return ResolutionReason.CREDITED
-    if isinstance(ev, DisputeResolved) and ev.outcome is DisputeOutcome.UPHELD:
+    if traits.dispute_resolved and cast(DisputeResolved, ev).outcome is DisputeOutcome.UPHELD:
         return ResolutionReason.DISPUTED
     return None
 

@@ -12,6 +12,8 @@ from dunning_svc import repository as repo
 from dunning_svc.domain import Ledger, Policy, select_policy
 from dunning_svc.policies import PolicySpec
 
+_SELECTED_MAX = 10_000
+
 
 class PolicyBook:
     """Every stored version (cases keep theirs) and, in file order, the newest version of each current policy."""
@@ -19,9 +21,26 @@ class PolicyBook:
     def __init__(self, current: Sequence[Policy], versions: dict[tuple[str, int], Policy]) -> None:
         self.current = list(current)
         self.versions = versions
+        self._selected: dict[tuple[object, ...], Policy] = {}
 
     def select(self, ledger: Ledger) -> Policy:
-        return select_policy(self.current, ledger.profile, ledger.open_balances(), ledger.avg_payment_delay)
+        """The policy matching the client now. A match reads only the profile's segment and tags, the open
+        balance per currency and the average payment delay: the choice is remembered per such key (clients of
+        a scheduler batch share a few), bounded."""
+        profile = ledger.profile
+        balances = ledger.open_balances()
+        key = (
+            (profile.segment, profile.tags) if profile is not None else None,
+            tuple(balances.items()),
+            ledger.avg_payment_delay,
+        )
+        found = self._selected.get(key)
+        if found is None:
+            found = select_policy(self.current, profile, balances, ledger.avg_payment_delay)
+            if len(self._selected) >= _SELECTED_MAX:
+                self._selected.clear()
+            self._selected[key] = found
+        return found
 
     def pinned(self, name: str | None, version: int | None) -> Policy | None:
         if name is None or version is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import cast
 
 from ar_events.events import (
     ClientProfile,
@@ -72,18 +73,58 @@ def _status(amount_due: int) -> str:
     return OPEN if amount_due > 0 else PAID
 
 
+# What kind of change an event is, remembered per payload class: a model's isinstance goes through
+# ABCMeta.__instancecheck__, and project() asked up to eight times per consumed event.
+_CLIENT, _ISSUED, _VOIDED, _AMOUNT, _PAID, _REOPENED, _DISPUTE_OPENED, _DISPUTE_RESOLVED, _OTHER = range(9)
+_KINDS: dict[type, int] = {}
+
+
+def _kind(event: Payload) -> int:
+    cls = type(event)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = _classify(event)
+    return kind
+
+
+def _classify(event: Payload) -> int:
+    if isinstance(event, ClientRegistered | ClientUpdated):
+        return _CLIENT
+    if isinstance(event, InvoiceIssued):
+        return _ISSUED
+    if isinstance(event, InvoiceVoided):
+        return _VOIDED
+    if isinstance(event, CreditNoteIssued | InvoicePaymentApplied | LateFeeCharged):
+        return _AMOUNT
+    if isinstance(event, InvoicePaid):
+        return _PAID
+    if isinstance(event, InvoiceReopened):
+        return _REOPENED
+    if isinstance(event, DisputeOpened):
+        return _DISPUTE_OPENED
+    if isinstance(event, DisputeResolved):
+        return _DISPUTE_RESOLVED
+    return _OTHER
+
+
+_PROFILE_FIELDS = tuple(ClientProfile.model_fields)
+_Amount = CreditNoteIssued | InvoicePaymentApplied | LateFeeCharged
+
+
 def project(
     client: ClientRecord, invoices: dict[str, InvoiceRecord], event: Payload
 ) -> tuple[ClientRecord, InvoiceRecord | None]:
     """Apply one invoice-topic event; returns the client record and the invoice record it changed (if any)."""
-    if isinstance(event, ClientRegistered | ClientUpdated):
-        fields = {name: getattr(event, name) for name in ClientProfile.model_fields}
+    kind = _kind(event)
+    if kind == _CLIENT:
+        fields = {name: getattr(event, name) for name in _PROFILE_FIELDS}
         return _client_with(client, profile=ClientProfile.model_construct(**fields)), None
     invoice_id = getattr(event, "invoice_id", None)
     if invoice_id is None:
         return client, None
     inv = invoices.get(invoice_id) or InvoiceRecord(invoice_id=invoice_id, client_id=client.client_id)
-    if isinstance(event, InvoiceIssued):
+    if kind == _ISSUED:
+        event = cast(InvoiceIssued, event)
         known = invoice_id in invoices
         inv = _invoice_with(
             inv,
@@ -96,26 +137,32 @@ def project(
             amount_due=inv.amount_due if known else event.amount_due.amount_minor,
             status=inv.status if known else _status(event.amount_due.amount_minor),
         )
-    elif isinstance(event, InvoiceVoided):
+    elif kind == _VOIDED:
+        event = cast(InvoiceVoided, event)
         inv = _invoice_with(inv, number=event.number, amount_due=0, status=VOIDED)
-    elif isinstance(event, CreditNoteIssued | InvoicePaymentApplied | LateFeeCharged):
+    elif kind == _AMOUNT:
+        event = cast(_Amount, event)
         amount = event.amount_due_after
         inv = _invoice_with(inv, currency=amount.currency, amount_due=amount.amount_minor,
                       status=VOIDED if inv.status == VOIDED else _status(amount.amount_minor))  # fmt: skip
-    elif isinstance(event, InvoicePaid):
+    elif kind == _PAID:
+        event = cast(InvoicePaid, event)
         if inv.status != PAID:
             client = _client_with(client, late_days_sum=client.late_days_sum + event.days_late,
                              paid_count=client.paid_count + 1)  # fmt: skip
         inv = _invoice_with(inv, number=event.number, due_date=inv.due_date or event.due_date, amount_due=0, status=PAID,
                       currency=event.total.currency, total=inv.total if inv.total is not None else event.total.amount_minor)  # fmt: skip
-    elif isinstance(event, InvoiceReopened):
+    elif kind == _REOPENED:
+        event = cast(InvoiceReopened, event)
         amount = event.amount_due_after
         inv = _invoice_with(inv, number=event.number, due_date=event.due_date, currency=amount.currency,
                       amount_due=amount.amount_minor, status=_status(amount.amount_minor))  # fmt: skip
-    elif isinstance(event, DisputeOpened):
+    elif kind == _DISPUTE_OPENED:
+        event = cast(DisputeOpened, event)
         if event.dispute_id not in inv.disputes:
             inv = _invoice_with(inv, disputes=(*inv.disputes, event.dispute_id))
-    elif isinstance(event, DisputeResolved):
+    elif kind == _DISPUTE_RESOLVED:
+        event = cast(DisputeResolved, event)
         inv = _invoice_with(inv, disputes=tuple(d for d in inv.disputes if d != event.dispute_id))
     return client, inv
 

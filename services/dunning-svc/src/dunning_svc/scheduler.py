@@ -38,6 +38,10 @@ MEASURE_EVERY_S = 5.0
 #: a case whose decision raised is looked at again after this long (the error is logged)
 RETRY_LATER = timedelta(hours=1)
 
+#: batches a lane runs back to back in one run_once while they come back full (PostgreSQL): the lanes stay busy
+#: instead of all waiting for the slowest at the end of every round
+ROUNDS = 8
+
 
 class Scheduler:
     def __init__(
@@ -65,10 +69,11 @@ class Scheduler:
     async def run_once(self, limit: int | None = None) -> int:
         """Claim due cases and apply their decisions; returns how many cases it handled.
 
-        Without ``limit``, on PostgreSQL, up to ``settings.lanes`` batches run at once, each in its own
+        Without ``limit``, on PostgreSQL, up to ``settings.lanes`` lanes run at once, each batch in its own
         transaction (SKIP LOCKED keeps their claims apart, exactly as between replicas): a lane starts when
-        the previous one claimed a full batch, so while one batch's statements run in the database the next
-        one is being decided. An idle poll stays one query.
+        the previous one claimed a full batch, and runs up to ``ROUNDS`` batches while they come
+        back full, so while one batch's statements run in the database another is being decided. An idle
+        poll stays one query.
         """
         now = self.clock.now()
         size = limit or self.settings.batch_size
@@ -79,7 +84,7 @@ class Scheduler:
         try:
             for _ in range(lanes):
                 full = asyncio.Event()
-                task = asyncio.create_task(self._batch(now, size, full))
+                task = asyncio.create_task(self._lane(now, size, full))
                 tasks.append(task)
                 waiter = asyncio.create_task(full.wait())
                 await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -95,6 +100,17 @@ class Scheduler:
         if errors:
             raise errors[0]
         return sum(r for r in results if isinstance(r, int))
+
+    async def _lane(self, now: datetime, size: int, full: asyncio.Event) -> int:
+        """Batches one after the other while they come back full, up to ``ROUNDS``: the lanes stay busy, so
+        while one lane's statements run in the database another decides its batch."""
+        handled = await self._batch(now, size, full)
+        rounds = 1
+        while handled == size * rounds and rounds < ROUNDS:
+            n = await self._batch(now, size)
+            handled += n
+            rounds += 1
+        return handled
 
     def _lanes(self) -> int:
         bind = self.sessionmaker.kw.get("bind")
@@ -114,14 +130,7 @@ class Scheduler:
                     full.set()
                 if not rows:
                     return 0
-                claimed = {r.case.client_id: r for r in rows}
-                outcome = await self.work.apply(
-                    session,
-                    {cid: [] for cid in claimed},
-                    now,
-                    claimed=claimed,
-                    loaded=(batch.clients, batch.invoices),
-                )
+                outcome = await self.work.tick(session, batch, now)
             BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
             if is_transient(exc) or size == 1:

@@ -18,6 +18,7 @@ from dunning_svc.domain.machine import (
     record_promise,
     resume,
     statement,
+    tick_fast,
 )
 from dunning_svc.domain.model import (
     BlockingTask,
@@ -40,5 +41,5 @@ __all__ = [
     "Plan", "PlanInstallment", "Policy", "PolicyMatch", "Promise", "Rejected", "Step", "StepAction",
     "TaskCompletion", "agree_plan", "assign_collector", "case_id_for", "complete_task", "count_payment", "escalate_now",
     "next_action_at", "next_business_moment", "notification_key", "on_ledger_changed", "on_notification_failed",
-    "on_payment_applied", "on_tick", "pause", "record_promise", "resume", "select_policy", "statement",
+    "on_payment_applied", "on_tick", "pause", "record_promise", "resume", "select_policy", "statement", "tick_fast",
 ]  # fmt: skip

@@ -46,16 +46,28 @@ def age(inv: OpenInvoice, today: date) -> int:
     return (today - inv.due_date).days
 
 
-def _above_minimum(invs: list[OpenInvoice], minimums: dict[str, int]) -> tuple[OpenInvoice, ...]:
+def _above_minimum(
+    invs: list[OpenInvoice], totals: dict[str, int], minimums: tuple[tuple[str, int], ...]
+) -> tuple[OpenInvoice, ...]:
+    """The invoices in currencies whose ``totals`` reach the policy minimum (unlisted currencies: any amount)."""
     if not invs:
         return ()
-    totals: dict[str, int] = {}
-    for inv in invs:
-        totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
-    ok = {cur for cur, total in totals.items() if total >= max(1, minimums.get(cur, 1))}
+    if len(totals) == 1:  # the common case: one currency
+        for cur, total in totals.items():
+            return tuple(invs) if total >= _minimum(minimums, cur) else ()
+    ok = {cur for cur, total in totals.items() if total >= _minimum(minimums, cur)}
     if len(ok) == len(totals):
         return tuple(invs)
     return tuple(inv for inv in invs if inv.currency in ok)
+
+
+def _minimum(minimums: tuple[tuple[str, int], ...], currency: str) -> int:
+    """``max(1, dict(minimums).get(currency, 1))`` without building the dict (the last entry wins, as there)."""
+    found = 1
+    for cur, amount in minimums:
+        if cur == currency:
+            found = amount
+    return max(1, found)
 
 
 def exposure(
@@ -63,38 +75,48 @@ def exposure(
 ) -> Exposure:
     """Split the open invoices into what may be dunned today, per currency and minimum."""
     scope_age = policy.scope_start_age  # <= 1: every overdue invoice is in scope
-    minimums = dict(policy.min_balance)
     in_scope: list[OpenInvoice] = []  # disputed or not
     undisputed: list[OpenInvoice] = []  # in scope
     overdue_undisputed: list[OpenInvoice] = []
     upcoming: list[str] = []
+    # amount per currency of each of the three lists (overdue: of overdue_undisputed), in the same pass
+    in_scope_totals: dict[str, int] = {}
+    undisputed_totals: dict[str, int] = {}
     overdue: dict[str, int] = {}
     for inv in invoices:
-        if inv.amount_due <= 0:
+        amount = inv.amount_due
+        if amount <= 0:
             continue
         a = (today - inv.due_date).days
         if a < scope_age:
             continue
+        cur = inv.currency
         in_scope.append(inv)
+        in_scope_totals[cur] = in_scope_totals.get(cur, 0) + amount
         if inv.disputed or inv.invoice_id in local_disputes:
             continue
         undisputed.append(inv)
+        undisputed_totals[cur] = undisputed_totals.get(cur, 0) + amount
         if a >= 1:
             overdue_undisputed.append(inv)
-            overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.amount_due
+            overdue[cur] = overdue.get(cur, 0) + amount
         else:
             upcoming.append(inv.invoice_id)
-    dunnable_overdue = _above_minimum(overdue_undisputed, minimums)
-    dunnable_in_scope = _above_minimum(undisputed, minimums)
-    upcoming_ids = frozenset(upcoming)
+    minimums = policy.min_balance
+    dunnable_overdue = _above_minimum(overdue_undisputed, overdue, minimums)
+    dunnable_in_scope = _above_minimum(undisputed, undisputed_totals, minimums)
+    upcoming_ids = frozenset(upcoming) if upcoming else _NONE
     return Exposure(
         overdue=overdue,
         dunnable_overdue=dunnable_overdue,
         dunnable_in_scope=dunnable_in_scope,
-        in_scope_with_disputes=_above_minimum(in_scope, minimums),
+        in_scope_with_disputes=_above_minimum(in_scope, in_scope_totals, minimums),
         upcoming_ids=upcoming_ids,
         anchor=_carrying(dunnable_overdue, dunnable_in_scope, upcoming_ids),
     )
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def carrying_invoice(exp: Exposure) -> OpenInvoice | None:

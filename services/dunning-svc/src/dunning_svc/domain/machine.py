@@ -111,6 +111,51 @@ def on_tick(case: DunningCase, ctx: Context, now: datetime) -> Decision:
     return _decide(case, [], ctx, now, None)
 
 
+def tick_fast(case: DunningCase, ctx: Context, now: datetime) -> Decision | None:
+    """``on_tick`` for an open case with no pause, promise, plan, blocking task or pending escalation whose
+    dunnable balance is alive, when what comes due is at most one reminder; None for every other case (the
+    caller then asks ``on_tick``). The decisions are the same: tests/unit/test_fastpath.py compares both paths
+    on generated cases and on every tick of the stateful model.
+
+    For such a case ``_expire_timers`` and ``_settle_balance`` change nothing, and after a reminder fires no
+    further step can be due (``_candidate`` returns a reminder only when every due step is one, and then the
+    last of them), so the loop of ``_fire_due_steps`` ends after one pass: what is left is one exposure, the
+    candidate, the message-time check, ``_fire`` and ``next_action_at``.
+    """
+    if (
+        case.pause is not None
+        or case.promise is not None
+        or case.plan is not None
+        or case.blocking_task is not None
+        or case.escalate_pending
+        or not case.is_open
+    ):
+        return None
+    policy = ctx.policy
+    cal = ctx.calendar
+    today = cal.local_date(now)
+    exp = exposure(ctx.ledger.invoices, policy, today, case.local_disputes)
+    if not (exp.has_in_scope if _pre_due_phase(case, policy) else exp.has_overdue):
+        return None  # resolution or a dispute pause: the general path
+    anchor = exp.anchor
+    if anchor is None:
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
+    k = _candidate(case, policy, (today - anchor.due_date).days)
+    if k is None:
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
+    step = policy.steps[k]
+    if step.action is not StepAction.REMINDER:
+        return None  # manual task, warning, handoff: the general path
+    profile = ctx.ledger.profile
+    if profile is None or not profile.contacts or _message_time(case, policy, ctx, now) > now:
+        return Decision(case=case, emit=(), next_action_at=_next_open_step_at(case, ctx, now, policy, exp))
+    emit: list[Payload] = []
+    case = _fire(case, policy, k, step, ctx, now, emit, exp, anchor)
+    return Decision(
+        case=case, emit=tuple(emit), next_action_at=_next_open_step_at(case, ctx, now, policy, exp)
+    )
+
+
 def on_ledger_changed(
     case: DunningCase, ctx: Context, now: datetime, cause: ResolutionReason | None = None
 ) -> Decision:
@@ -274,25 +319,35 @@ def next_action_at(case: DunningCase, ctx: Context, now: datetime) -> datetime |
     policy = _policy(case, ctx)
     if not policy.steps:
         return None
-    cal = ctx.calendar
     if case.is_open:
-        exp = _exposure(case, ctx, policy, now)
-        anchor = carrying_invoice(exp)
-        k = case.reached_step + 1
-        if anchor is None or k >= len(policy.steps):
-            return None
-        step = policy.steps[k]
-        when = (
-            now if case.escalate_pending else cal.start_of_day(anchor.due_date + timedelta(days=step.at_days))
-        )
-        if step.action is StepAction.AGENCY_HANDOFF and case.agency_deadline is not None:
-            when = max(when, cal.start_of_day(case.agency_deadline + timedelta(days=1)))
-    else:
-        first = entry_date(ctx.ledger.invoices, policy, case.local_disputes)
-        if first is None:
-            return None
-        step = policy.steps[0]
-        when = cal.start_of_day(first)
+        return _next_open_step_at(case, ctx, now, policy, _exposure(case, ctx, policy, now))
+    cal = ctx.calendar
+    first = entry_date(ctx.ledger.invoices, policy, case.local_disputes)
+    if first is None:
+        return None
+    return _not_before_now(case, ctx, now, policy, policy.steps[0], cal.start_of_day(first))
+
+
+def _next_open_step_at(
+    case: DunningCase, ctx: Context, now: datetime, policy: Policy, exp: Exposure
+) -> datetime | None:
+    """``next_action_at`` for an open case with no pause and no blocking task, under ``policy`` (non-empty),
+    given its exposure."""
+    cal = ctx.calendar
+    anchor = exp.anchor
+    k = case.reached_step + 1
+    if anchor is None or k >= len(policy.steps):
+        return None
+    step = policy.steps[k]
+    when = now if case.escalate_pending else cal.start_of_day(anchor.due_date + timedelta(days=step.at_days))
+    if step.action is StepAction.AGENCY_HANDOFF and case.agency_deadline is not None:
+        when = max(when, cal.start_of_day(case.agency_deadline + timedelta(days=1)))
+    return _not_before_now(case, ctx, now, policy, step, when)
+
+
+def _not_before_now(
+    case: DunningCase, ctx: Context, now: datetime, policy: Policy, step: Step, when: datetime
+) -> datetime | None:
     when = max(when, now)
     if step.action in MESSAGE_ACTIONS:
         if ctx.ledger.profile is None or not ctx.ledger.profile.contacts:
@@ -952,34 +1007,45 @@ def _money(amount: int, currency: str) -> Money:
 
 
 def _money_list(amounts: dict[str, int]) -> tuple[Money, ...]:
+    if len(amounts) == 1:  # the common case: one currency
+        for c, v in amounts.items():
+            return (_money(v, c),) if v > 0 else ()
     return tuple(_money(v, c) for c, v in sorted(amounts.items()) if v > 0)
+
+
+def _by_due_then_id(i: OpenInvoice) -> tuple[date, str]:
+    return (i.due_date, i.invoice_id)
 
 
 def statement(
     ledger: Ledger, exp: Exposure, today: date, local_disputes: Iterable[str] = ()
 ) -> StatementSnapshot:
     """The consolidated statement a message shows: every open invoice, totals and overdue totals per currency."""
-    disputed_local = set(local_disputes)
-    live = sorted((i for i in ledger.invoices if i.amount_due > 0), key=lambda i: (i.due_date, i.invoice_id))
+    disputed_local = local_disputes if isinstance(local_disputes, frozenset) else frozenset(local_disputes)
+    live = [i for i in ledger.invoices if i.amount_due > 0]
+    if len(live) > 1:
+        live.sort(key=_by_due_then_id)
     totals: dict[str, int] = {}
-    for inv in live:
-        totals[inv.currency] = totals.get(inv.currency, 0) + inv.amount_due
-    anchor = carrying_invoice(exp)
-    return _make_statement(
-        as_of=today,
-        invoices=tuple(
+    lines = []
+    for i in live:
+        cur = i.currency
+        totals[cur] = totals.get(cur, 0) + i.amount_due
+        lines.append(
             _make_line(
                 invoice_id=i.invoice_id,
                 number=i.number,
                 issue_date=i.issue_date,
                 due_date=i.due_date,
-                amount_due=_money(i.amount_due, i.currency),
-                total=_money(i.total, i.currency) if i.total is not None else None,
-                days_overdue=age(i, today),
+                amount_due=_money(i.amount_due, cur),
+                total=_money(i.total, cur) if i.total is not None else None,
+                days_overdue=(today - i.due_date).days,
                 disputed=i.disputed or i.invoice_id in disputed_local,
             )
-            for i in live
-        ),
+        )
+    anchor = carrying_invoice(exp)
+    return _make_statement(
+        as_of=today,
+        invoices=tuple(lines),
         totals=_money_list(totals),
         overdue_totals=_money_list(exp.overdue),
         oldest_overdue_invoice_id=anchor.invoice_id

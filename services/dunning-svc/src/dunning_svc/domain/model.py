@@ -74,6 +74,9 @@ class Ledger:
 
 def _recipients(profile: ClientProfile) -> tuple[Person, ...]:
     contacts = profile.contacts
+    if len(contacts) == 1:  # the common case: whatever its role, the one contact is the recipient
+        c = contacts[0]
+        return (_person(c.name, c.email),)
     for role in (ContactRole.BILLING, ContactRole.PRIMARY):
         chosen = tuple(c for c in contacts if c.role == role)
         if chosen:
