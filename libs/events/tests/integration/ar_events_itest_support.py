@@ -11,6 +11,7 @@ from typing import Any
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
@@ -118,10 +119,17 @@ async def unpublished(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
 
 
 async def wait_until(cond: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.1) -> None:
+    """Poll ``cond``. A database error while polling counts as "not yet": the fault tests terminate every
+    backend, and a pooled connection can be handed out in the instant between asyncpg reading the server's
+    FATAL message and the event loop reporting the closed socket ("cannot switch to state 15; another
+    operation (2) is in progress"). The poll is the test's own observation, not the code under test."""
     deadline = time.monotonic() + timeout
     while True:
-        if await cond():
-            return
+        try:
+            if await cond():
+                return
+        except DBAPIError:
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
