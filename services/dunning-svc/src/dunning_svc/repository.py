@@ -348,33 +348,12 @@ async def load_projection(
 
 
 def _invoice_record(row: Any) -> InvoiceRecord:
-    """An invoice record from a row of ``_INVOICE_COLUMNS``."""
-    (
-        invoice_id,
-        client_id,
-        number,
-        currency,
-        issue_date,
-        due_date,
-        total,
-        amount_due,
-        status,
-        disputes,
-        pay_link,
-    ) = row
+    """An invoice record from a row of ``_INVOICE_COLUMNS`` (the same order as the record's fields)."""
+    disputes = row[9]
     return InvoiceRecord(
-        invoice_id,
-        client_id,
-        number,
-        currency,
-        issue_date,
-        due_date,
-        total,
-        int(amount_due),
-        status,
-        _NO_DISPUTES if disputes == "[]" else tuple(json.loads(disputes)),
-        pay_link,
-    )
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8],
+        _NO_DISPUTES if disputes == "[]" else tuple(json.loads(disputes)), row[10],
+    )  # fmt: skip
 
 
 def _is_pg(session: AsyncSession) -> bool:
