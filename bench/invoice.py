@@ -97,12 +97,13 @@ _cpu_seconds = cpu_seconds  # the server's CPU per request
 SERVER_PID = 0
 
 
-async def _load(client: RawHttp, seconds: float, make: Any) -> dict[str, float]:
+async def _load(client: RawHttp, seconds: float, make: Any, pid: int | None = None) -> dict[str, float]:
     """Run ``make(client, n)`` from CONCURRENCY workers for ``seconds``; rate, latency percentiles, CPU of the
     server and of this process (the load generator) per request."""
     latencies: list[float] = []
     retried: list[int] = []
-    cpu0 = _cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
+    pid = SERVER_PID if pid is None else pid  # the server whose CPU is counted (the service by default)
+    cpu0 = _cpu_seconds(pid) if pid else 0.0
     own0 = time.process_time()
     counter = iter(range(10**9))
     deadline = time.perf_counter() + seconds
@@ -125,7 +126,7 @@ async def _load(client: RawHttp, seconds: float, make: Any) -> dict[str, float]:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds(SERVER_PID) - cpu0 if SERVER_PID else 0.0
+    cpu = _cpu_seconds(pid) - cpu0 if pid else 0.0
     own = time.process_time() - own0
     total = len(latencies)
     return {
@@ -198,11 +199,9 @@ async def _throughput(base: str) -> dict[str, Any]:
 async def _floor(dsn: str) -> dict[str, Any]:
     """bench/floor_app on its own port and the same database: a bare FastAPI write endpoint (validated body, one
     INSERT in a transaction) beside its own /healthz, driven like the service. The stack's ceiling for the ratio."""
-    global SERVER_PID
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.floor_app", str(port), dsn], cwd=ROOT,  # noqa: ASYNC220
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    service_pid, SERVER_PID = SERVER_PID, proc.pid
     raw = RawHttp(f"http://127.0.0.1:{port}", headers={"Content-Type": "application/json"})
     run = uuid.uuid4().hex[:6]
 
@@ -214,12 +213,11 @@ async def _floor(dsn: str) -> dict[str, Any]:
 
     try:
         await _wait_ready(port, proc)
-        await _load(raw, WARMUP_S, write)
-        trivial = await _load(raw, PHASE_S / 2, ping)
-        writes = await _load(raw, PHASE_S / 2, write)
+        await _load(raw, WARMUP_S, write, proc.pid)
+        trivial = await _load(raw, PHASE_S / 2, ping, proc.pid)
+        writes = await _load(raw, PHASE_S / 2, write, proc.pid)
     finally:
         await raw.aclose()
-        SERVER_PID = service_pid
         _stop_server(proc)
     return {"writes": writes, "trivial": trivial}
 

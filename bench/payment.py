@@ -131,8 +131,9 @@ async def main() -> dict[str, Any]:
         proc = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "payment_svc", "api"], env=env, stderr=subprocess.DEVNULL
         )
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as ready:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30
+        ) as ready:  # readiness only
             for _ in range(600):
                 try:
                     if (await ready.get("/healthz")).status_code == 200:
