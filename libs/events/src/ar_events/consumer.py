@@ -2,6 +2,9 @@
 
 Per poll (``getmany``): decode every record; dead-letter the undecodable, skip unknown types; then apply the
 rest in ONE transaction (inbox rows plus the handlers' effects) and commit it; then commit the Kafka offsets.
+While a poll's transaction runs, the next poll is fetched and decoded in a task of its own, so the CPU work of
+reading records overlaps the database's work instead of following it; batches are still applied and their
+offsets committed one after the other, in order.
 When that transaction fails because of a record (a handler raised), the batch is re-run one record per
 transaction, so a poison record goes to ``<topic>.dlq`` after ``max_attempts`` and the others still apply.
 Database or broker outages are retried (tenacity) without counting against a record.
@@ -68,6 +71,8 @@ _INBOX_INSERT_PG_SQL = (  # the same, for PgDriver (straight to asyncpg: one sta
 _ERROR_HEADER_MAX = 2000
 #: Generation-0 GC threshold that consumer runners and relays raise their process to (raise_gc_threshold).
 GC_GEN0_THRESHOLD = 50_000
+#: records decoded between two yields to the event loop while a poll is decoded beside a running transaction
+_DECODE_SLICE = 64
 
 
 class Abandoned(Exception):
@@ -93,6 +98,18 @@ class _Item:
     record: ConsumerRecord[Any, Any]
     envelope: Envelope[Any]
     handler: Handler
+
+
+@dataclass(slots=True)
+class _Poll:
+    """One ``getmany``, decoded: the records by partition, what to apply, and what never reaches a handler."""
+
+    generation: int  # the assignment the records were fetched under (see _Listener)
+    batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    items: list[_Item] = field(default_factory=list)
+    dead: list[_DeadLetter] = field(default_factory=list)
+    unknown: int = 0
+    ignored: int = 0
 
 
 @dataclass
@@ -193,30 +210,35 @@ class ConsumerRunner:
                 if stop.is_set():  # asked to stop while the broker was unreachable: nothing to finish
                     return
                 raise
-            while not stop.is_set():
-                try:
-                    batch = await consumer.getmany(
-                        timeout_ms=self.poll_timeout_ms, max_records=self.settings.batch_max_records
-                    )
-                except KafkaError as exc:
-                    log.warning("consumer %s: poll failed (%s); retrying", self.name, exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                if not batch:
-                    continue
-                generation = self._generation  # the records belong to the assignment current right now
-                async with self._lock:
-                    if generation != self._generation:
-                        # Revoked while waiting: the next assignment restarts from the committed offsets,
-                        # so these records come again (to us or to the new owner).
+            pending: asyncio.Task[_Poll | None] | None = None
+            try:
+                while not stop.is_set():
+                    polled = await (pending if pending is not None else self._poll(consumer))
+                    pending = None
+                    if polled is None:
                         continue
-                    try:
-                        await self._handle_batch(consumer, batch)
-                    except Abandoned:
-                        log.info("consumer %s: batch abandoned (uncommitted, will be redelivered)", self.name)
-                        # Stop: we close without committing. Rebalance: positions restart from the commit.
-                        if stop.is_set():
-                            break
+                    # The next poll is fetched and decoded while this one's transaction waits on the database.
+                    pending = asyncio.create_task(self._poll(consumer))
+                    async with self._lock:
+                        if polled.generation != self._generation:
+                            # Revoked since the fetch: the next assignment restarts from the committed offsets,
+                            # so these records come again (to us or to the new owner).
+                            continue
+                        try:
+                            await self._handle_batch(consumer, polled)
+                        except Abandoned:
+                            log.info(
+                                "consumer %s: batch abandoned (uncommitted, will be redelivered)", self.name
+                            )
+                            # Stop: we close without committing. Rebalance: positions restart from the commit.
+                            if stop.is_set():
+                                break
+            finally:
+                if pending is not None:  # fetched but never applied: uncommitted, so delivered again
+                    pending.cancel()
+                    await asyncio.wait((pending,))
+                    if not pending.cancelled():
+                        pending.exception()  # a poll that failed on its own: nothing left to apply it to
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -241,33 +263,48 @@ class ConsumerRunner:
 
     # ---------------------------------------------------------------- one poll
 
-    async def _handle_batch(
-        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
-    ) -> None:
-        items: list[_Item] = []
-        dead: list[_DeadLetter] = []
-        unknown = ignored = 0
+    async def _poll(self, consumer: AIOKafkaConsumer) -> _Poll | None:
+        """One ``getmany``, decoded; None when it brought nothing (or failed: it is retried by the next)."""
+        try:
+            batch = await consumer.getmany(
+                timeout_ms=self.poll_timeout_ms, max_records=self.settings.batch_max_records
+            )
+        except KafkaError as exc:
+            log.warning("consumer %s: poll failed (%s); retrying", self.name, exc)
+            await asyncio.sleep(0.5)
+            return None
+        if not batch:
+            return None
+        polled = _Poll(self._generation, batch)  # the records belong to the assignment current right now
+        items, dead, handlers = polled.items, polled.dead, self.handlers
+        n = 0
         for records in batch.values():
             for record in records:
+                n += 1
+                if n % _DECODE_SLICE == 0:
+                    await asyncio.sleep(0)  # let the batch being applied see its database replies
                 try:
                     envelope = decode(record.value)
                 except UnknownEventType:
-                    unknown += 1
+                    polled.unknown += 1
                     continue
                 except DecodeError as exc:
                     dead.append(_DeadLetter(record, exc, 1))
                     continue
-                handler = self.handlers.get(envelope.type)
+                handler = handlers.get(envelope.type)
                 if handler is None:
-                    ignored += 1
+                    polled.ignored += 1
                     continue
                 items.append(_Item(record, envelope, handler))
-        outcome = await self._apply(items)
-        dead.extend(outcome.dead)
+        return polled
+
+    async def _handle_batch(self, consumer: AIOKafkaConsumer, polled: _Poll) -> None:
+        outcome = await self._apply(polled.items)
+        dead = polled.dead + outcome.dead
         for letter in dead:
             await self._dead_letter(letter)
-        await self._commit(consumer, batch)
-        self._count(outcome.processed, outcome.duplicates, unknown, ignored, len(dead))
+        await self._commit(consumer, polled.batch)
+        self._count(outcome.processed, outcome.duplicates, polled.unknown, polled.ignored, len(dead))
 
     def _count(self, processed: int, duplicates: int, unknown: int, ignored: int, dead: int) -> None:
         s = self.stats

@@ -1,0 +1,153 @@
+"""The runner fetches and decodes the next poll while the current one's transaction runs, without changing
+what is applied: the same order per key, exactly once, and a fetched poll that was never applied comes again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from ar_events_itest_support import (
+    TOPIC,
+    TYPE,
+    Applied,
+    applied_rows,
+    assert_exactly_once,
+    payment,
+    setup_database,
+    wait_until,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ar_events import consumer as consumer_module
+from ar_events.consumer import ConsumerRunner
+from ar_events.envelope import Envelope, Payload, encode
+from ar_events.kafka import make_producer
+from ar_events.settings import ConsumerSettings, KafkaSettings
+
+KEY = "cli_prefetch"
+
+
+class Gate:
+    """A handler that records each event and holds the transaction of ``hold_id`` open until released."""
+
+    def __init__(self, hold_id: str) -> None:
+        self.hold_id = hold_id
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, session: AsyncSession, envelope: Envelope[Any]) -> None:
+        session.add(Applied(event_id=envelope.id, key=envelope.subject, consumer="prefetch"))
+        if envelope.id == self.hold_id:
+            self.entered.set()
+            await self.release.wait()
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the envelopes the runner has decoded, in order (a spy on the pure decode function)."""
+    seen: list[str] = []
+    real = consumer_module.decode
+
+    def spy(value: bytes | str | None) -> Envelope[Payload]:
+        envelope = real(value)
+        seen.append(envelope.id)
+        return envelope
+
+    monkeypatch.setattr(consumer_module, "decode", spy)
+    return seen
+
+
+async def _send(kafka: KafkaSettings, *envelopes: Envelope[Any]) -> None:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for e in envelopes:  # one key: one partition, in this order
+            await producer.send_and_wait(kafka.topic(TOPIC), value=encode(e), key=KEY.encode())
+    finally:
+        await producer.stop()
+
+
+def _runner(sessions: Any, kafka: KafkaSettings, handler: Any) -> ConsumerRunner:
+    return ConsumerRunner("prefetch", [TOPIC], sessions, {TYPE: handler}, kafka, ConsumerSettings())
+
+
+async def test_the_next_poll_is_decoded_while_a_transaction_is_open_and_applies_after_it(
+    any_database_url: str, kafka_settings: KafkaSettings, decoded: list[str]
+) -> None:
+    engine, sessions = await setup_database(any_database_url)
+    first, later = payment(KEY, 1), [payment(KEY, n) for n in range(2, 6)]
+    gate = Gate(first.id)
+    stop = asyncio.Event()
+    runner = _runner(sessions, kafka_settings, gate)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _send(kafka_settings, first)
+        await asyncio.wait_for(gate.entered.wait(), 30)
+        await _send(kafka_settings, *later)  # produced while the first one's transaction is still open
+
+        async def later_decoded() -> bool:  # one poll ahead: at least the first of them
+            return later[0].id in decoded
+
+        await wait_until(later_decoded, timeout=30, interval=0.02)
+        assert runner.stats.processed == 0 and runner.stats.batches == 0, "the first batch is still open"
+
+        gate.release.set()
+
+        async def all_applied() -> bool:
+            return runner.stats.processed == 1 + len(later)
+
+        await wait_until(all_applied, timeout=30)
+        rows = await applied_rows(sessions)
+        assert [r.event_id for r in rows] == [first.id, *(e.id for e in later)], "order per key is kept"
+        assert_exactly_once(rows, {first.id, *(e.id for e in later)})
+    finally:
+        gate.release.set()
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def test_a_poll_fetched_but_not_applied_at_stop_is_delivered_again(
+    any_database_url: str, kafka_settings: KafkaSettings, decoded: list[str]
+) -> None:
+    engine, sessions = await setup_database(any_database_url)
+    first, second = payment(KEY, 1), payment(KEY, 2)
+    gate = Gate(first.id)
+    stop = asyncio.Event()
+    runner = _runner(sessions, kafka_settings, gate)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _send(kafka_settings, first)
+        await asyncio.wait_for(gate.entered.wait(), 30)
+        await _send(kafka_settings, second)
+
+        async def second_decoded() -> bool:
+            return second.id in decoded
+
+        await wait_until(second_decoded, timeout=30, interval=0.02)
+        stop.set()  # the first batch finishes and commits; the second was only fetched
+        gate.release.set()
+        await asyncio.wait_for(task, 30)
+        assert runner.stats.processed == 1
+        assert [r.event_id for r in await applied_rows(sessions)] == [first.id]
+
+        # A new member of the group starts from the committed offset: the second event, once.
+        stop2 = asyncio.Event()
+        again = _runner(sessions, kafka_settings, Gate(hold_id=""))
+        task = asyncio.create_task(again.run(stop2))
+        stop = stop2
+
+        async def second_applied() -> bool:
+            return again.stats.processed >= 1
+
+        await wait_until(second_applied, timeout=30)
+        rows = await applied_rows(sessions)
+        assert_exactly_once(rows, {first.id, second.id})
+        assert [r.event_id for r in rows] == [first.id, second.id]
+        assert again.stats.duplicates == 0, "the committed offset was past the first event"
+    finally:
+        gate.release.set()
+        stop.set()
+        await task
+        await engine.dispose()
