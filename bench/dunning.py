@@ -8,7 +8,9 @@
 2. Scheduler (steps/s): BENCH_DUNNING_CASES cases (default 1,000,000) bulk-loaded with COPY, of which
    BENCH_DUNNING_DUE (default 100,000) are due: time to claim every due case and execute its step (domain
    decision, case update, timeline, outbox row) beside a raw claim-and-update loop over the same table
-   (``FOR UPDATE SKIP LOCKED`` + ``UPDATE``, no domain, no outbox). Target: >= 20,000 steps/s.
+   (``FOR UPDATE SKIP LOCKED`` + ``UPDATE``, no domain, no outbox). Target: >= 20,000 steps/s. Also the
+   database floor of a step: the same loop plus one outbox row and one timeline row per case by COPY (the
+   bytes of a reminder the service wrote), with no decision: no scheduler can beat it on this database.
 3. Idle scheduler: with nothing due, EXPLAIN of the due query (it must use ix_dunning_case_next_action) and
    the cost of one poll.
 
@@ -301,6 +303,62 @@ async def _raw_claim_update(dsn: str) -> tuple[float, int, float | None]:
         await conn.close()
 
 
+_FLOOR_CLAIM = """
+WITH due AS (
+  SELECT case_id FROM dunning_case WHERE next_action_at IS NOT NULL AND next_action_at <= $1
+  ORDER BY next_action_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+UPDATE dunning_case c SET next_action_at = c.next_action_at + interval '3650 days', level = c.level + 1000,
+  body = c.body, updated_at = $1
+FROM due WHERE c.case_id = due.case_id RETURNING c.case_id, c.client_id
+"""
+
+
+async def _database_floor(dsn: str, n_due: int) -> tuple[float, int, float | None]:
+    """The database's share of a step with no decision at all: the raw claim-and-update, plus one outbox row
+    (the bytes of a reminder the service wrote) and one timeline row per case, both by binary COPY (the
+    cheapest insert there is). Runs after the service: its first n_due timers are put back first."""
+    conn = await asyncpg.connect(dsn)
+    pg = PgCpu(dsn)
+    try:
+        topic, typ, value, headers = await conn.fetchrow(
+            "SELECT topic, type, value, headers FROM outbox ORDER BY id LIMIT 1"
+        )
+        kind, tl_type, data = await conn.fetchrow(
+            "SELECT kind, type, data FROM dunning_timeline WHERE kind = 'decision_out' ORDER BY id LIMIT 1"
+        )
+        await conn.execute("DELETE FROM outbox; DELETE FROM dunning_timeline")
+        await conn.execute(
+            "UPDATE dunning_case SET next_action_at = $1::timestamptz - make_interval(secs => (substr(case_id, 6)::bigint % 3600))"
+            " WHERE case_id < $2",
+            NOW, f"case_{n_due:020d}",
+        )  # fmt: skip
+        await conn.execute("VACUUM ANALYZE dunning_case")
+        out_cols = ["event_id", "topic", "key", "type", "value", "headers", "created_at"]
+        tl_cols = ["client_id", "case_id", "cycle", "at", "kind", "type", "event_id", "data"]
+        done = 0
+        await pg.start()
+        started = time.perf_counter()
+        while True:
+            async with conn.transaction():
+                rows = await conn.fetch(_FLOOR_CLAIM, NOW, BATCH)
+                if rows:
+                    ids = [uuid.uuid4().hex for _ in rows]
+                    await conn.copy_records_to_table("outbox", columns=out_cols, records=[
+                        (i, topic, r[1], typ, value, headers, NOW) for i, r in zip(ids, rows, strict=True)
+                    ])  # fmt: skip
+                    await conn.copy_records_to_table("dunning_timeline", columns=tl_cols, records=[
+                        (r[1], r[0], 1, NOW, kind, tl_type, i, data) for i, r in zip(ids, rows, strict=True)
+                    ])  # fmt: skip
+            if not rows:
+                break
+            done += len(rows)
+        elapsed = time.perf_counter() - started
+        await pg.stop()
+        return elapsed, done, pg.seconds
+    finally:
+        await conn.close()
+
+
 async def _service_scheduler(db_url: str) -> tuple[float, int, int, float, float, float | None]:
     """Wall seconds, steps, outbox rows, idle poll ms, this process's CPU seconds, the backends' CPU seconds."""
     settings = Settings(database=DatabaseSettings(url=db_url), scheduler=SchedulerSettings(batch_size=BATCH))
@@ -409,6 +467,8 @@ async def main() -> dict[str, Any]:
         raw_claim_s, raw_done, raw_claim_pg = await _raw_claim_update(dsn)
         sched_s, steps, outbox_rows, poll_ms, sched_cpu, sched_pg = await _service_scheduler(db_sched)
         plan = await _explain(dsn)
+        floor_s, floor_done, floor_pg = await _database_floor(dsn, N_DUE)
+        floor_rate = floor_done / floor_s
         raw_claim_rate, step_rate = raw_done / raw_claim_s, steps / sched_s
         uses_index = "ix_dunning_case_next_action" in plan
         print(f"dunning scheduler, {N_CASES:,} cases ({N_DUE:,} due) loaded with COPY in {load_s:.1f} s")
@@ -420,6 +480,10 @@ async def main() -> dict[str, Any]:
               f" ({steps:,} steps, {outbox_rows:,} outbox rows, {sched_s:.1f} s) target >= 20,000/s")  # fmt: skip
         print(
             f"    CPU/step: Python {_per_item_us(sched_cpu, steps)} us, PostgreSQL {_per_item_us(sched_pg, steps)} us"
+        )
+        print(
+            f"  database floor: claim + update + outbox + timeline rows by COPY, no decision {floor_rate:>8,.0f} steps/s"
+            f" ({floor_done:,})  CPU/step: PostgreSQL {_per_item_us(floor_pg, floor_done)} us"
         )
         print(
             f"  idle poll with nothing due: {poll_ms:.2f} ms per poll; due query uses the index: {uses_index}"
@@ -459,6 +523,7 @@ async def main() -> dict[str, Any]:
             },
         ],
         "scheduler_target_steps_per_s": 20000,
+        "database_floor_steps_per_s": round(floor_rate),
         "ingest_stats": ingest_stats,
         "ingest_rounds": {
             "raw_events_per_s": [round(r) for r in raw_rates],
@@ -472,6 +537,7 @@ async def main() -> dict[str, Any]:
             "scheduler_python_per_step": _per_item_us(sched_cpu, steps),
             "scheduler_postgres_per_step": _per_item_us(sched_pg, steps),
             "raw_claim_postgres_per_case": _per_item_us(raw_claim_pg, raw_done),
+            "database_floor_postgres_per_step": _per_item_us(floor_pg, floor_done),
         },
         "load_seconds": round(load_s, 1),
         "outbox_rows": outbox_rows,
