@@ -2,9 +2,9 @@
 
 Per poll (``getmany``): decode every record; dead-letter the undecodable, skip unknown types; then apply the
 rest in ONE transaction (inbox rows plus the handlers' effects) and commit it; then commit the Kafka offsets.
-While a poll's transaction runs, the next poll is fetched and decoded in a task of its own, so the CPU work of
-reading records overlaps the database's work instead of following it; batches are still applied and their
-offsets committed one after the other, in order.
+When a poll brings at least half a batch (the consumer is behind), the next poll is fetched and decoded in a task
+of its own while this one's transaction runs, so the CPU work of reading records overlaps the database's work
+instead of following it; batches are still applied and their offsets committed one after the other, in order.
 When that transaction fails because of a record (a handler raised), the batch is re-run one record per
 transaction, so a poison record goes to ``<topic>.dlq`` after ``max_attempts`` and the others still apply.
 Database or broker outages are retried (tenacity) without counting against a record.
@@ -106,6 +106,7 @@ class _Poll:
 
     generation: int  # the assignment the records were fetched under (see _Listener)
     batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    size: int = 0  # records in the batch
     items: list[_Item] = field(default_factory=list)
     dead: list[_DeadLetter] = field(default_factory=list)
     unknown: int = 0
@@ -191,6 +192,8 @@ class ConsumerRunner:
         self._generation = 0
         self._revoking = False
         self._stop: asyncio.Event = asyncio.Event()
+        #: polls of at least this many records start the next poll at once (see run)
+        self._read_ahead_at = max(1, self.settings.batch_max_records // 2)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -217,8 +220,11 @@ class ConsumerRunner:
                     pending = None
                     if polled is None:
                         continue
-                    # The next poll is fetched and decoded while this one's transaction waits on the database.
-                    pending = asyncio.create_task(self._poll(consumer))
+                    if polled.size >= self._read_ahead_at:
+                        # Behind (a large poll): the next one is fetched and decoded while this one's transaction
+                        # waits on the database. A small poll means the consumer keeps up; reading ahead would
+                        # only delay this batch's commit with the next one's decoding.
+                        pending = asyncio.create_task(self._poll(consumer))
                     async with self._lock:
                         if polled.generation != self._generation:
                             # Revoked since the fetch: the next assignment restarts from the committed offsets,
@@ -296,6 +302,7 @@ class ConsumerRunner:
                     polled.ignored += 1
                     continue
                 items.append(_Item(record, envelope, handler))
+        polled.size = n
         return polled
 
     async def _handle_batch(self, consumer: AIOKafkaConsumer, polled: _Poll) -> None:

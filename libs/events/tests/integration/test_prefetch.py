@@ -1,5 +1,6 @@
-"""The runner fetches and decodes the next poll while the current one's transaction runs, without changing
-what is applied: the same order per key, exactly once, and a fetched poll that was never applied comes again."""
+"""When behind, the runner fetches and decodes the next poll while the current one's transaction runs, without
+changing what is applied: the same order per key, exactly once, and a fetched poll that was never applied comes
+again. A consumer that keeps up (small polls) does not read ahead."""
 
 from __future__ import annotations
 
@@ -68,8 +69,11 @@ async def _send(kafka: KafkaSettings, *envelopes: Envelope[Any]) -> None:
         await producer.stop()
 
 
-def _runner(sessions: Any, kafka: KafkaSettings, handler: Any) -> ConsumerRunner:
-    return ConsumerRunner("prefetch", [TOPIC], sessions, {TYPE: handler}, kafka, ConsumerSettings())
+def _runner(sessions: Any, kafka: KafkaSettings, handler: Any, batch: int = 2) -> ConsumerRunner:
+    """A runner whose polls of one record count as half a batch (it reads ahead after each), unless ``batch``
+    says otherwise."""
+    settings = ConsumerSettings(batch_max_records=batch)
+    return ConsumerRunner("prefetch", [TOPIC], sessions, {TYPE: handler}, kafka, settings)
 
 
 async def test_the_next_poll_is_decoded_while_a_transaction_is_open_and_applies_after_it(
@@ -146,6 +150,38 @@ async def test_a_poll_fetched_but_not_applied_at_stop_is_delivered_again(
         assert_exactly_once(rows, {first.id, second.id})
         assert [r.event_id for r in rows] == [first.id, second.id]
         assert again.stats.duplicates == 0, "the committed offset was past the first event"
+    finally:
+        gate.release.set()
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def test_a_small_poll_does_not_read_ahead(
+    any_database_url: str, kafka_settings: KafkaSettings, decoded: list[str]
+) -> None:
+    """One record out of a batch of 500: the consumer keeps up, so the next record waits for the commit (reading
+    ahead would only delay this batch with the next one's decoding)."""
+    engine, sessions = await setup_database(any_database_url)
+    first, second = payment(KEY, 1), payment(KEY, 2)
+    gate = Gate(first.id)
+    stop = asyncio.Event()
+    runner = _runner(sessions, kafka_settings, gate, batch=500)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _send(kafka_settings, first)
+        await asyncio.wait_for(gate.entered.wait(), 30)
+        await _send(kafka_settings, second)
+        await asyncio.sleep(1.0)  # ample time for a read-ahead poll to fetch and decode it
+        assert second.id not in decoded
+        gate.release.set()
+
+        async def both_applied() -> bool:
+            return runner.stats.processed == 2
+
+        await wait_until(both_applied, timeout=30)
+        assert second.id in decoded
+        assert [r.event_id for r in await applied_rows(sessions)] == [first.id, second.id]
     finally:
         gate.release.set()
         stop.set()
