@@ -4,7 +4,8 @@
    transaction per poll) reading invoice events from the broker, beside a raw aiokafka consume + asyncpg
    batched insert of the same records. Target: >= 50% of the baseline. The two alternate INGEST_ROUNDS times
    (default 3) and the figures are the medians: the raw loop's rate swings by half from one run to the next
-   on this 2-core machine (it waits on the broker, which shares the cores), the service's much less.
+   on this 2-core machine (it waits on the broker, which shares the cores), the service's much less. Each round
+   also runs the plumbing's floor: the consumer runner with handlers that do nothing (decode, validate, inbox).
 2. Scheduler (steps/s): BENCH_DUNNING_CASES cases (default 1,000,000) bulk-loaded with COPY, of which
    BENCH_DUNNING_DUE (default 100,000) are due: time to claim every due case and execute its step (domain
    decision, case update, timeline, outbox row) beside a raw claim-and-update loop over the same table
@@ -37,6 +38,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ar_events.broker import EmbeddedBroker
 from ar_events.clock import ManualClock
+from ar_events.consumer import ConsumerRunner
+from ar_events.db import make_engine, make_sessionmaker
 from ar_events.envelope import encode, new_event
 from ar_events.events import ClientRegistered, DunningState, InvoiceIssued, InvoicePaymentApplied
 from ar_events.kafka import ensure_topics, make_producer
@@ -50,6 +53,7 @@ from dunning_svc.__main__ import migrate
 from dunning_svc.bootstrap import CONSUMER, build
 from dunning_svc.domain import BlockingTask, DunningCase  # noqa: F401  (documented shape of the bodies)
 from dunning_svc.domain.model import case_id_for
+from dunning_svc.handlers import INVOICE_TYPES
 from dunning_svc.settings import SchedulerSettings, Settings
 
 #: BENCH_DUNNING_QUICK=1: a smaller run for iterating (10,000 events; 200,000 cases of which 20,000 due);
@@ -204,6 +208,37 @@ async def _service_ingest(
         return elapsed, cpu, pg.seconds, {"processed": stats.processed, "batches": stats.batches}
     finally:
         await runtime.close()
+
+
+async def _plumbing_floor(kafka: KafkaSettings, db_url: str, n: int) -> tuple[float, float, float | None]:
+    """The consumer runner with handlers that do nothing: every event decoded, validated against the contract and
+    recorded in the inbox, one transaction per poll. Any consumer on this plumbing costs at least this."""
+    await asyncio.to_thread(migrate, Settings(database=DatabaseSettings(url=db_url)))
+    engine = make_engine(db_url)
+
+    async def nothing(session: Any, envelope: Any) -> None:
+        return None
+
+    runner = ConsumerRunner(
+        "bench-floor", [Topic.INVOICE_EVENTS.value], make_sessionmaker(engine),
+        dict.fromkeys(INVOICE_TYPES, nothing), kafka, ConsumerSettings(batch_max_records=BATCH),
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 60)
+        pg = PgCpu(asyncpg_dsn(db_url))
+        await pg.start()
+        started, cpu0 = time.perf_counter(), time.process_time()
+        while runner.stats.processed + runner.stats.duplicates < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        await pg.stop()
+        return elapsed, cpu, pg.seconds
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
 
 
 # ------------------------------------------------------------------------------------------ 2. scheduler
@@ -428,6 +463,7 @@ async def main() -> dict[str, Any]:
         await _produce(raw_k, raw_k.topic(Topic.INVOICE_EVENTS), records)
         raws: list[tuple[float, float, float | None]] = []
         svcs: list[tuple[float, float, float | None, dict[str, int]]] = []
+        floors: list[tuple[float, float, float | None]] = []
         for _ in range(INGEST_ROUNDS):
             svc_k = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bd{uuid.uuid4().hex[:8]}.")
             await ensure_topics(svc_k)
@@ -440,6 +476,14 @@ async def main() -> dict[str, Any]:
                 svcs.append(await _service_ingest(svc_k, db_ingest, N_EVENTS))
             finally:
                 await drop_database(db_ingest)
+            floor_k = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bd{uuid.uuid4().hex[:8]}.")
+            await ensure_topics(floor_k)
+            await _produce(floor_k, floor_k.topic(Topic.INVOICE_EVENTS), records)
+            db_floor = await create_database(server, prefix="bench_dun_floor")
+            try:
+                floors.append(await _plumbing_floor(floor_k, db_floor, N_EVENTS))
+            finally:
+                await drop_database(db_floor)
         raw_rates = [N_EVENTS / r[0] for r in raws]
         svc_rates = [N_EVENTS / r[0] for r in svcs]
         raw_rate, ingest_rate = statistics.median(raw_rates), statistics.median(svc_rates)
@@ -448,6 +492,10 @@ async def main() -> dict[str, Any]:
         ingest_cpu = statistics.median(r[1] for r in svcs)
         ingest_pg = _median_or_none([r[2] for r in svcs])
         ingest_stats = svcs[-1][3]
+        floor_rates = [N_EVENTS / r[0] for r in floors]
+        floor_rate = statistics.median(floor_rates)
+        floor_cpu = statistics.median(r[1] for r in floors)
+        floor_pg = _median_or_none([r[2] for r in floors])
         print(
             f"dunning projection ingest, {N_EVENTS:,} invoice events ({len(records[1][1])} bytes), PostgreSQL;"
             f" medians of {INGEST_ROUNDS} alternating rounds"
@@ -457,8 +505,11 @@ async def main() -> dict[str, Any]:
         print(f"  dunning-svc consumer (inbox+projection+cases)      {ingest_rate:>10,.0f} events/s"
               f"  CPU/event: Python {_per_item_us(ingest_cpu, N_EVENTS)} us, PostgreSQL {_per_item_us(ingest_pg, N_EVENTS)} us"
               f"  ratio {ingest_rate / raw_rate:.0%} (target >= 50%)")  # fmt: skip
-        print("    rounds (raw / service events/s): "
-              + ", ".join(f"{r:,.0f} / {v:,.0f}" for r, v in zip(raw_rates, svc_rates, strict=True)))  # fmt: skip
+        print(f"  plumbing floor: runner, handlers that do nothing   {floor_rate:>10,.0f} events/s"
+              f"  CPU/event: Python {_per_item_us(floor_cpu, N_EVENTS)} us, PostgreSQL {_per_item_us(floor_pg, N_EVENTS)} us"
+              f"  ratio {floor_rate / raw_rate:.0%}; the service is {ingest_rate / floor_rate:.0%} of it")  # fmt: skip
+        print("    rounds (raw / service / floor events/s): " + ", ".join(
+            f"{r:,.0f} / {v:,.0f} / {f:,.0f}" for r, v, f in zip(raw_rates, svc_rates, floor_rates, strict=True)))  # fmt: skip
 
         # 2. scheduler
         await asyncio.to_thread(migrate, Settings(database=DatabaseSettings(url=db_sched)))
@@ -525,9 +576,11 @@ async def main() -> dict[str, Any]:
         "scheduler_target_steps_per_s": 20000,
         "database_floor_steps_per_s": round(floor_rate),
         "ingest_stats": ingest_stats,
+        "ingest_plumbing_floor_events_per_s": round(floor_rate),
         "ingest_rounds": {
             "raw_events_per_s": [round(r) for r in raw_rates],
             "service_events_per_s": [round(r) for r in svc_rates],
+            "plumbing_floor_events_per_s": [round(r) for r in floor_rates],
         },
         "cpu_us": {
             "ingest_python_per_event": _per_item_us(ingest_cpu, N_EVENTS),
