@@ -185,6 +185,20 @@ async def _raw_consume_insert(
         await conn.close()
 
 
+async def _consume_all(runner: ConsumerRunner, db_url: str, n: int) -> tuple[float, float, float | None]:
+    """Once ``runner`` has its partitions: wall seconds until it has taken ``n`` events, this process's CPU
+    seconds and the database backends' CPU seconds over that time."""
+    await asyncio.wait_for(runner.ready.wait(), 60)
+    pg = PgCpu(asyncpg_dsn(db_url))
+    await pg.start()
+    started, cpu0 = time.perf_counter(), time.process_time()
+    while runner.stats.processed + runner.stats.duplicates < n:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    await pg.stop()
+    return elapsed, cpu, pg.seconds
+
+
 async def _service_ingest(
     kafka: KafkaSettings, db_url: str, n: int
 ) -> tuple[float, float, float | None, dict[str, int]]:
@@ -196,16 +210,9 @@ async def _service_ingest(
     await runtime.start((CONSUMER,))
     try:
         assert runtime.runner is not None
-        await asyncio.wait_for(runtime.runner.ready.wait(), 60)
-        pg = PgCpu(asyncpg_dsn(db_url))
-        await pg.start()
-        started, cpu0 = time.perf_counter(), time.process_time()
-        while runtime.runner.stats.processed + runtime.runner.stats.duplicates < n:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        await pg.stop()
+        elapsed, cpu, pg_seconds = await _consume_all(runtime.runner, db_url, n)
         stats = runtime.runner.stats
-        return elapsed, cpu, pg.seconds, {"processed": stats.processed, "batches": stats.batches}
+        return elapsed, cpu, pg_seconds, {"processed": stats.processed, "batches": stats.batches}
     finally:
         await runtime.close()
 
@@ -226,15 +233,7 @@ async def _plumbing_floor(kafka: KafkaSettings, db_url: str, n: int) -> tuple[fl
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        await asyncio.wait_for(runner.ready.wait(), 60)
-        pg = PgCpu(asyncpg_dsn(db_url))
-        await pg.start()
-        started, cpu0 = time.perf_counter(), time.process_time()
-        while runner.stats.processed + runner.stats.duplicates < n:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        await pg.stop()
-        return elapsed, cpu, pg.seconds
+        return await _consume_all(runner, db_url, n)
     finally:
         stop.set()
         await task

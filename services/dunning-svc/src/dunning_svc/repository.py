@@ -181,27 +181,29 @@ def _insert(session: AsyncSession, table: sa.Table) -> Any:
 # 14 ms in all, the staging table 2.4 ms and 10.8 ms (json_to_recordset: 7.4 and 19). For the case UPDATE
 # (save_cases) the staging table cost three times as much in PostgreSQL, so that one stays an unnest.
 
-_PG_UPSERT: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, str, str]] = {}
 
-
+@lru_cache(maxsize=64)
 def _pg_upsert_statements(
     table: sa.Table, cols: tuple[str, ...], keys: tuple[str, ...]
 ) -> tuple[str, str, str]:
     """(staging table, its CREATE, the INSERT from it): the staging table lives as long as the connection and
     keeps no rows past a commit or a rollback."""
-    cache_key = (table.name, cols, keys)
-    found = _PG_UPSERT.get(cache_key)
-    if found is None:
-        stage = f"{table.name}_stage"
-        create = f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table.name}) ON COMMIT DELETE ROWS"
-        names = ", ".join(cols)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
-        insert = (
-            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage}"
-            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-        )
-        found = _PG_UPSERT[cache_key] = (stage, create, insert)
-    return found
+    stage = f"{table.name}_stage"
+    create = f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+    names = ", ".join(cols)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
+    insert = (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    return stage, create, insert
+
+
+def _records(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The column names of ``rows`` (the first row's keys) and each row's values in that order, for COPY."""
+    cols = tuple(rows[0])
+    pick = itemgetter(*cols)
+    return cols, [pick(r) for r in rows] if len(cols) > 1 else [(pick(r),) for r in rows]
 
 
 async def _pg_upsert(
@@ -209,10 +211,8 @@ async def _pg_upsert(
 ) -> None:
     """Binary COPY into the staging table, then one INSERT .. ON CONFLICT DO UPDATE, in the session's
     transaction; the staging rows go at commit (or with a rollback)."""
-    cols = tuple(rows[0])
+    cols, records = _records(rows)
     stage, create, insert = _pg_upsert_statements(table, cols, tuple(keys))
-    pick = itemgetter(*cols)
-    records = [pick(r) for r in rows] if len(cols) > 1 else [(pick(r),) for r in rows]
     driver = await _driver(session)
     await driver.execute(create)
     await driver.copy_records_to_table(stage, records=records, columns=cols)
@@ -232,9 +232,7 @@ async def _driver(session: AsyncSession) -> Any:
 
 async def _pg_copy(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Binary COPY of plain inserts (ids from the table's sequence, in row order), in the session's transaction."""
-    cols = tuple(rows[0])
-    pick = itemgetter(*cols)
-    records = [pick(r) for r in rows] if len(cols) > 1 else [(pick(r),) for r in rows]
+    cols, records = _records(rows)
     driver = await _driver(session)
     await driver.copy_records_to_table(table.name, records=records, columns=cols)
 
